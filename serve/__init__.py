@@ -1,0 +1,1 @@
+"""tuneserve serving: engine launchers, process supervision and the OpenAI-compatible gateway."""

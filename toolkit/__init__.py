@@ -1,0 +1,3 @@
+"""tuneserve toolkit: recipe, data, training, export and the one-command pipeline."""
+
+__version__ = "0.1.0"

