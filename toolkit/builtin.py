@@ -13,8 +13,8 @@ from pathlib import Path
 
 from toolkit.artifacts import (
     atomic_dir,
-    file_lock,
     base_models_dir,
+    file_lock,
     read_manifest,
     sha256_file,
     update_manifest,
@@ -74,7 +74,9 @@ def resolve_model(name: str) -> Path:
 def materialize(key: str) -> Path:
     """Convert the shipped GGUF to a dense HF model folder once; later calls reuse it."""
     if key not in BUILTIN_MODELS:
-        raise TuneserveError(f"unknown builtin model {key!r}", f"known: {', '.join(BUILTIN_MODELS)}")
+        raise TuneserveError(
+            f"unknown builtin model {key!r}", f"known: {', '.join(BUILTIN_MODELS)}"
+        )
     target = builtin_dir(key)
     source = builtin_gguf(key)
     with file_lock(target.parent / f".{target.name}.lock"):

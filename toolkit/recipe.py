@@ -95,7 +95,9 @@ class ModelSection(Section):
         if self.load_in_4bit and self.load_in_8bit:
             raise ValueError("load_in_4bit and load_in_8bit are both true; choose one")
         if self.full_finetuning and (self.load_in_4bit or self.load_in_8bit):
-            raise ValueError("full_finetuning cannot train a 4/8-bit quantized model; set both load_in_* false")
+            raise ValueError(
+                "full_finetuning cannot train a 4/8-bit quantized model; set both load_in_* false"
+            )
         return self
 
 
@@ -104,7 +106,9 @@ class LoraSection(Section):
     lora_alpha: PositiveInt = 32
     lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     bias: Literal["none", "all", "lora_only"] = "none"
-    target_modules: list[str] = Field(default_factory=lambda: list(PROJECTION_MODULES), min_length=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(PROJECTION_MODULES), min_length=1
+    )
     use_gradient_checkpointing: bool | Literal["unsloth"] = Field(
         "unsloth", description='"unsloth" on GPU; the hf backend treats it as true'
     )

@@ -159,7 +159,9 @@ def _describe(
     return f"{where}: {field}: {message}"
 
 
-def _where(loc: Location, source: str, lines: dict[Location, int], overridden: set[Location]) -> str:
+def _where(
+    loc: Location, source: str, lines: dict[Location, int], overridden: set[Location]
+) -> str:
     for end in range(len(loc), 0, -1):
         if loc[:end] in overridden:
             return f"--set {'.'.join(str(p) for p in loc[:end])}"
