@@ -126,6 +126,7 @@ def load_recipe(
                 "see `tuneserve init` for a starter recipe",
             )
         data.setdefault("name", file.stem)
+        _expand_data_shorthands(data, lines)
     overridden: set[Location] = set()
     for text in overrides:
         keys, value = parse_override(text)
@@ -138,6 +139,18 @@ def load_recipe(
         problems = [_describe(err, source, lines, overridden) for err in exc.errors()]
         hint = "fix the field(s) named above; `tuneserve init` writes a valid starter recipe"
         raise TuneserveError("\n".join(problems), hint) from None
+
+
+def _expand_data_shorthands(data: dict[str, Any], lines: dict[Location, int]) -> None:
+    """`data: [a.jsonl]` -> `data: {sources: [{path: a.jsonl}]}`, keeping line numbers, so that
+    `--set data.sources.0.weight=2` works on either spelling."""
+    section = data.get("data")
+    if isinstance(section, list):
+        data["data"] = section = {"sources": section}
+        for loc in [loc for loc in lines if loc[:1] == ("data",) and len(loc) > 1]:
+            lines[("data", "sources", *loc[1:])] = lines.pop(loc)
+    if isinstance(section, dict) and isinstance(section.get("sources"), list):
+        section["sources"] = [{"path": s} if isinstance(s, str) else s for s in section["sources"]]
 
 
 def _describe(

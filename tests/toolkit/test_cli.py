@@ -1,0 +1,80 @@
+"""CLI conventions: instant --help, one-line errors with exit 2, init and doctor."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from toolkit.cli import COMMANDS, main
+
+HEAVY = ("torch", "transformers", "peft", "trl", "unsloth", "vllm", "llama_cpp", "datasets")
+
+
+def tuneserve(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "toolkit.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_help_imports_no_heavy_library():
+    code = (
+        "import sys; from toolkit.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"heavy = {HEAVY!r}\n"
+        "print('HEAVY=' + ','.join(sorted(m for m in sys.modules if m.split('.')[0] in heavy)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "HEAVY=", done.stdout
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help_with_an_example(command):
+    result = CliRunner().invoke(main, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.output and f"tuneserve {command}" in result.output
+
+
+def test_user_error_is_one_line_with_hint_and_exit_2(tmp_path):
+    (tmp_path / "recipe.yaml").write_text("x")
+    done = tuneserve("init", str(tmp_path))
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"error: {tmp_path / 'recipe.yaml'} already exists",
+        "hint: pass --force to overwrite it",
+    ]
+    assert "Traceback" not in done.stderr
+
+
+def test_debug_flag_shows_the_traceback(tmp_path):
+    (tmp_path / "recipe.yaml").write_text("x")
+    done = tuneserve("--debug", "init", str(tmp_path))
+    assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_unknown_command_and_option_are_usage_errors():
+    assert CliRunner().invoke(main, ["frobnicate"]).exit_code == 2
+    assert CliRunner().invoke(main, ["doctor", "--nope"]).exit_code == 2
+
+
+def test_init_writes_a_recipe_and_dataset(tmp_path):
+    result = CliRunner().invoke(main, ["init", str(tmp_path / "proj")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "proj" / "recipe.yaml").is_file()
+    rows = (tmp_path / "proj" / "data" / "sample.jsonl").read_text().splitlines()
+    assert len(rows) >= 20 and all(json.loads(r)["messages"] for r in rows)
+
+
+def test_doctor_json_parses_and_reports_this_machine():
+    done = tuneserve("doctor", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["python"] == ".".join(map(str, sys.version_info[:3]))
+    assert report["packages"]["transformers"] and report["packages"]["llama_cpp"]
+    assert report["backends"]["hf"] is True
+    assert report["engines"]["llamacpp"] is True
+    assert isinstance(report["gpu"]["cuda"], bool) and report["disk"]["free_gib"] > 0
