@@ -37,9 +37,28 @@ GGUF_QUANTS = (
     "q2_k",
 )
 EXPORT_FORMATS = ("lora", "merged16", "merged4", "gguf")
+# transformers' OptimizerNames that make sense for LoRA/QLoRA fine-tuning.
+OPTIMIZERS = (
+    "adamw_8bit",
+    "adamw_bnb_8bit",
+    "paged_adamw_8bit",
+    "paged_adamw_32bit",
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adafactor",
+    "sgd",
+    "adagrad",
+    "rmsprop",
+    "lion_8bit",
+    "paged_lion_8bit",
+    "lion_32bit",
+    "schedule_free_adamw",
+)
 
 Mode = Literal["thinking", "chat"]
-PositiveInt = Annotated[int, Field(gt=0)]
+# Upper bounds catch typos and overflow (a batch of 10**21 is a mistake, not a request).
+PositiveInt = Annotated[int, Field(gt=0, le=10**9)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
 class Section(BaseModel):
@@ -62,7 +81,7 @@ class ModelSection(Section):
         "builtin:smollm2-135m",
         description="local model folder, or builtin:smollm2-135m (the embedded default)",
     )
-    max_seq_length: PositiveInt = 2048
+    max_seq_length: Annotated[int, Field(gt=0, le=2**20)] = 2048
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     load_in_4bit: bool = Field(False, description="QLoRA through bitsandbytes (CUDA only)")
     load_in_8bit: bool = False
@@ -102,8 +121,8 @@ class ModelSection(Section):
 
 
 class LoraSection(Section):
-    r: PositiveInt = 32
-    lora_alpha: PositiveInt = 32
+    r: Annotated[int, Field(gt=0, le=4096)] = 32
+    lora_alpha: Annotated[int, Field(gt=0, le=65536)] = 32
     lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     bias: Literal["none", "all", "lora_only"] = "none"
     target_modules: list[str] = Field(
@@ -112,7 +131,7 @@ class LoraSection(Section):
     use_gradient_checkpointing: bool | Literal["unsloth"] = Field(
         "unsloth", description='"unsloth" on GPU; the hf backend treats it as true'
     )
-    random_state: int = 3407
+    random_state: Seed = 3407
     use_rslora: bool = False
     loftq_config: dict[str, Any] | None = None
 
@@ -147,7 +166,7 @@ class DataSection(Section):
     mix: dict[str, Annotated[float, Field(gt=0, le=1)]] | None = Field(
         None, description="share of each source by name, e.g. {reasoning: 0.75, chat: 0.25}"
     )
-    shuffle_seed: int = 42
+    shuffle_seed: Seed = 42
     eval_split: Annotated[float, Field(ge=0, lt=1)] = Field(
         0.1, description="fraction held out for the heldout eval suite"
     )
@@ -173,24 +192,26 @@ class DataSection(Section):
 
 class TrainSection(Section):
     backend: Literal["auto", "unsloth", "hf"] = "auto"
-    per_device_train_batch_size: PositiveInt = 2
-    gradient_accumulation_steps: PositiveInt = 4
-    warmup_steps: Annotated[int, Field(ge=0)] = 5
+    per_device_train_batch_size: Annotated[int, Field(gt=0, le=65536)] = 2
+    gradient_accumulation_steps: Annotated[int, Field(gt=0, le=65536)] = 4
+    warmup_steps: Annotated[int, Field(ge=0, le=10**9)] = 5
     max_steps: PositiveInt | None = Field(None, description="30 when num_train_epochs is unset")
-    num_train_epochs: Annotated[float, Field(gt=0)] | None = None
+    num_train_epochs: Annotated[float, Field(gt=0, le=10**6)] | None = None
     learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
     logging_steps: PositiveInt = 1
-    optim: str = Field("adamw_8bit", description="adamw_torch is used where bitsandbytes is absent")
-    weight_decay: Annotated[float, Field(ge=0)] = 0.01
+    optim: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
+        "adamw_8bit", description="adamw_torch is used where bitsandbytes is absent"
+    )
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.01
     lr_scheduler_type: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
     ] = "linear"
-    seed: int = 3407
+    seed: Seed = 3407
     save_steps: PositiveInt = 10
     packing: bool = False
     bf16: bool | Literal["auto"] = "auto"
     fp16: bool | Literal["auto"] = "auto"
-    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    max_grad_norm: Annotated[float, Field(gt=0, le=1e6)] = 1.0
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSection:
@@ -210,7 +231,7 @@ class ExportSection(Section):
     quant: list[Literal[GGUF_QUANTS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["q8_0"], min_length=1
     )
-    max_ppl_ratio: Annotated[float, Field(ge=1.0)] = Field(
+    max_ppl_ratio: Annotated[float, Field(ge=1.0, le=100)] = Field(
         1.10, description="a quant whose perplexity ratio to merged16 exceeds this is flagged"
     )
 
@@ -219,7 +240,9 @@ class ExportSection(Section):
     def _lower(cls, value: Any) -> Any:
         if isinstance(value, str):
             value = [q.strip() for q in value.split(",")]
-        return [q.lower() if isinstance(q, str) else q for q in value]
+        if isinstance(value, list):
+            return [q.lower() if isinstance(q, str) else q for q in value]
+        return value
 
 
 class ServeSection(Section):
@@ -237,9 +260,9 @@ class EvalSection(Section):
     fail_on_regression: Annotated[float, Field(ge=0, le=1)] | None = Field(
         None, description="exit 1 when tuned drops more than this below base on any suite"
     )
-    concurrency: PositiveInt = 8
-    max_tokens: PositiveInt = 256
-    seed: int = 0
+    concurrency: Annotated[int, Field(gt=0, le=4096)] = 8
+    max_tokens: Annotated[int, Field(gt=0, le=10**6)] = 256
+    seed: Seed = 0
 
 
 class Recipe(Section):

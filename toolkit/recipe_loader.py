@@ -30,8 +30,9 @@ _RecipeYamlLoader.add_implicit_resolver(
 
 def parse_yaml(text: str, source: str) -> tuple[Any, dict[Location, int]]:
     """Parse YAML text; return the data and the line (1-based) of every key and list item."""
-    loader = _RecipeYamlLoader(text)
+    loader = None
     try:
+        loader = _RecipeYamlLoader(text)
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as exc:
@@ -42,7 +43,8 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[Location, int]]:
             f"{where}: not valid YAML ({problem})", "fix the YAML syntax at that line"
         ) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     lines: dict[Location, int] = {}
     if node is not None:
         _record_lines(node, (), lines)

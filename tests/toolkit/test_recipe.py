@@ -193,3 +193,8 @@ def test_missing_and_non_utf8_recipe_files(tmp_path):
     bad.write_bytes(b"name: caf\xe9\n")
     with pytest.raises(TuneserveError, match="not UTF-8"):
         load_recipe(bad)
+
+
+def test_unknown_optimizer_lists_the_known_ones(tmp_path):
+    with pytest.raises(TuneserveError, match="train.optim: .*adamw_torch"):
+        load_recipe(write(tmp_path, "train:\n  optim: adamw_9bit\n"))

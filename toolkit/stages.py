@@ -1,0 +1,72 @@
+"""Stage bookkeeping for `tuneserve run`: what a stage's inputs hash to, and whether it is done.
+
+A stage is done when the run's manifest records it finished with the same inputs hash; the
+record is written only after the stage's artifacts are in place (atomically), so a killed
+stage is simply redone on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from toolkit.artifacts import read_manifest, sha256_text, update_manifest
+
+
+def inputs_hash(*parts: Any) -> str:
+    """A stable hash of JSON-able parts (recipe sections, file hashes, upstream stage hashes)."""
+    return sha256_text(json.dumps(parts, sort_keys=True, default=str))[:16]
+
+
+@dataclass
+class Stage:
+    name: str
+    describe: str
+    inputs: str
+    run: Callable[[], dict[str, Any]]
+    outputs_present: Callable[[], bool] = lambda: True
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    skipped: bool
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def stage_record(run_dir: Path, name: str) -> dict[str, Any]:
+    return read_manifest(run_dir).get("stages", {}).get(name, {})
+
+
+def is_done(run_dir: Path, stage: Stage) -> bool:
+    record = stage_record(run_dir, stage.name)
+    return record.get("inputs") == stage.inputs and stage.outputs_present()
+
+
+def mark_done(run_dir: Path, stage: Stage, seconds: float, details: dict[str, Any]) -> None:
+    stages = dict(read_manifest(run_dir).get("stages", {}))
+    stages[stage.name] = {
+        "inputs": stage.inputs,
+        "seconds": round(seconds, 1),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **details,
+    }
+    update_manifest(run_dir, stages=stages)
+
+
+def run_stage(run_dir: Path, stage: Stage) -> StageOutcome:
+    if is_done(run_dir, stage):
+        record = stage_record(run_dir, stage.name)
+        return StageOutcome(
+            stage.name, True, 0.0, {k: v for k, v in record.items() if k != "inputs"}
+        )
+    started = time.monotonic()
+    details = stage.run() or {}
+    seconds = time.monotonic() - started
+    mark_done(run_dir, stage, seconds, details)
+    return StageOutcome(stage.name, False, seconds, details)
