@@ -21,6 +21,7 @@ from toolkit.errors import TuneserveError
 COMMANDS = {
     "init": "toolkit.cli:init_command",
     "doctor": "toolkit.cli:doctor_command",
+    "train": "toolkit.cli:train_command",
 }
 
 
@@ -122,6 +123,61 @@ def doctor_command(as_json: bool) -> None:
         print_json(report)
     else:
         click.echo(render(report))
+
+
+def load(recipe_path: Path | None, overrides: tuple[str, ...]):
+    from toolkit.recipe_loader import load_recipe
+
+    return load_recipe(recipe_path, overrides)
+
+
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe key, e.g. --set train.learning_rate=1e-4 (repeatable).",
+)
+
+
+@click.command("train")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@set_option
+@click.option(
+    "--backend",
+    type=click.Choice(["auto", "unsloth", "hf"]),
+    default=None,
+    help="Training backend (default: the recipe's train.backend).",
+)
+@click.option("--resume", is_flag=True, help="Continue from the run's last checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def train_command(
+    recipe: Path, overrides: tuple[str, ...], backend: str | None, resume: bool, as_json: bool
+) -> None:
+    """Fine-tune RECIPE's model; writes models/runs/<name>/ (adapter, checkpoints, metrics).
+
+    \b
+    Example:
+      tuneserve train recipe.yaml --set train.max_steps=60 --backend hf
+    """
+    from toolkit.train import train
+
+    loaded = load(recipe, overrides)
+    echo = (lambda _: None) if as_json else click.echo
+    result = train(
+        loaded,
+        backend=backend or loaded.train.backend,
+        resume=resume,
+        progress=not as_json,
+        echo=echo,
+    )
+    if as_json:
+        print_json(result.__dict__)
+    else:
+        click.echo(
+            f"trained {result.steps} steps with {result.backend} in {result.seconds:.0f} s, "
+            f"final loss {result.final_loss:.4f}; adapter in {result.run_dir / 'adapter'}"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover
