@@ -38,3 +38,29 @@ def base_gguf() -> Path:
     from toolkit.builtin import builtin_gguf
 
     return builtin_gguf("smollm2-135m")
+
+
+DEMO_RECIPE = REPO / "toolkit" / "demo" / "recipe.yaml"
+
+
+@pytest.fixture(scope="session")
+def demo_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models/ folder shared by the session's expensive runs (the trained demo, its exports)."""
+    return tmp_path_factory.mktemp("shared-models")
+
+
+@pytest.fixture(scope="session")
+def trained_demo(demo_models_dir: Path, base_model: Path):
+    """The bundled demo recipe trained once for the session (30 steps on CPU, ~1-2 min)."""
+    from toolkit.recipe_loader import load_recipe
+    from toolkit.train import train
+
+    previous = os.environ.get("TUNESERVE_MODELS_DIR")
+    os.environ["TUNESERVE_MODELS_DIR"] = str(demo_models_dir)
+    try:
+        recipe = load_recipe(DEMO_RECIPE)
+        result = train(recipe, backend="hf", progress=False, echo=lambda _: None)
+    finally:
+        if previous is not None:
+            os.environ["TUNESERVE_MODELS_DIR"] = previous
+    return result

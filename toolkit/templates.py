@@ -118,3 +118,91 @@ LLAMA3 = """\
 """
 
 NAMED_TEMPLATES = {"qwen3": QWEN3, "chatml": CHATML, "llama3": LLAMA3}
+
+
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "</s>")
+
+
+def training_template(tokenizer, name: str) -> str:
+    """The template to render training text with: the tokenizer's own unless the recipe names one."""
+    if name != "auto":
+        return NAMED_TEMPLATES[name]
+    if tokenizer.chat_template:
+        return tokenizer.chat_template
+    raise ValueError(
+        "the tokenizer has no chat template; set model.chat_template to qwen3, chatml or llama3"
+    )
+
+
+def _render(tokenizer, template: str, messages: list[dict], *, prompt: bool, thinking: bool) -> str:
+    return tokenizer.apply_chat_template(
+        messages,
+        chat_template=template,
+        tokenize=False,
+        add_generation_prompt=prompt,
+        enable_thinking=thinking,
+    )
+
+
+def assistant_spans(
+    tokenizer, template: str, messages: list[dict], mode: str
+) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant replies.
+
+    A reply starts where the template's generation prompt for it ends, and runs through its
+    end-of-turn marker, so the model learns to stop. Thinking examples are rendered with their
+    reasoning, chat examples with thinking disabled, as Qwen3's template does.
+    """
+    thinking = mode == "thinking"
+    if len(messages) == 1 and messages[0]["role"] == "assistant":  # plain text rows
+        text = messages[0]["content"] + (tokenizer.eos_token or "")
+        return text, [(0, len(text))]
+    full = _render(tokenizer, template, messages, prompt=False, thinking=thinking)
+    spans = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant" or index == 0:
+            continue
+        start = None
+        for flag in (thinking, not thinking):
+            prefix = _render(tokenizer, template, messages[:index], prompt=True, thinking=flag)
+            if full.startswith(prefix):
+                start = len(prefix)
+                break
+        if start is None:
+            raise ValueError(
+                f"the chat template does not render turn {index} as a continuation of the turns before it"
+            )
+        end = _end_of_turn(full, start)
+        spans.append((start, end))
+    return full, spans
+
+
+def _end_of_turn(text: str, start: int) -> int:
+    found = [(text.find(marker, start), marker) for marker in END_OF_TURN]
+    found = [(pos, marker) for pos, marker in found if pos >= 0]
+    if not found:
+        return len(text)
+    pos, marker = min(found)
+    return pos + len(marker)
+
+
+def tokenize_masked(
+    tokenizer, template: str, messages: list[dict], mode: str, max_length: int, responses_only: bool
+) -> dict[str, list[int]]:
+    """input_ids and labels: -100 everywhere but the assistant replies (when `responses_only`)."""
+    text, spans = assistant_spans(tokenizer, template, messages, mode)
+    encoded = tokenizer(
+        text,
+        add_special_tokens=False,
+        return_offsets_mapping=True,
+        truncation=True,
+        max_length=max_length,
+    )
+    ids = encoded["input_ids"]
+    if not responses_only:
+        return {"input_ids": ids, "labels": list(ids)}
+    labels = []
+    for token_id, (begin, _end) in zip(ids, encoded["offset_mapping"], strict=True):
+        inside = any(lo <= begin < hi for lo, hi in spans)
+        labels.append(token_id if inside else -100)
+    return {"input_ids": ids, "labels": labels}

@@ -1,0 +1,42 @@
+"""Which training backend runs: unsloth where CUDA and unsloth are present, hf everywhere else."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+
+from toolkit.errors import TuneserveError
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    name: str  # "unsloth" or "hf"
+    reason: str
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def choose_backend(requested: str) -> BackendChoice:
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    has_cuda = cuda_available()
+    if requested == "hf":
+        return BackendChoice("hf", "asked for with --backend hf")
+    if requested == "unsloth":
+        if not has_cuda:
+            raise TuneserveError(
+                "the unsloth backend needs a CUDA GPU and none is visible",
+                "use --backend hf (transformers + PEFT + TRL) on this machine",
+            )
+        if not has_unsloth:
+            raise TuneserveError(
+                "the unsloth backend needs the unsloth package", "pip install 'tuneserve[unsloth]'"
+            )
+        return BackendChoice("unsloth", "asked for with --backend unsloth")
+    if has_cuda and has_unsloth:
+        return BackendChoice("unsloth", "CUDA and unsloth are present")
+    missing = "no CUDA GPU" if not has_cuda else "unsloth is not installed"
+    return BackendChoice("hf", f"{missing}, so transformers + PEFT + TRL")

@@ -1,0 +1,93 @@
+"""The transformers + PEFT backend: any device, every LoRA knob of the recipe."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+from toolkit.errors import TuneserveError
+from toolkit.recipe import Recipe
+
+
+def torch_dtype(name: str, cuda: bool) -> Any:
+    import torch
+
+    if name == "auto":
+        if not cuda:
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return getattr(torch, name)
+
+
+def quantization_config(recipe: Recipe, cuda: bool, dtype: Any) -> Any:
+    model = recipe.model
+    if not (model.load_in_4bit or model.load_in_8bit):
+        return None
+    import importlib.util
+
+    if not cuda or importlib.util.find_spec("bitsandbytes") is None:
+        raise TuneserveError(
+            "model.load_in_4bit/load_in_8bit need a CUDA GPU and bitsandbytes",
+            "set both to false on this machine (LoRA in 16/32-bit), or train on a GPU",
+        )
+    from transformers import BitsAndBytesConfig
+
+    if model.load_in_8bit:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=dtype,
+    )
+
+
+def lora_config(recipe: Recipe) -> Any:
+    from peft import LoftQConfig, LoraConfig
+
+    lora = recipe.lora
+    init: Any = True
+    loftq = None
+    if lora.loftq_config:
+        init, loftq = "loftq", LoftQConfig(**lora.loftq_config)
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        bias=lora.bias,
+        target_modules=list(lora.target_modules),
+        use_rslora=lora.use_rslora,
+        init_lora_weights=init,
+        loftq_config=loftq or {},
+        task_type="CAUSAL_LM",
+    )
+
+
+def load_hf(recipe: Recipe, model_path: Path, cuda: bool) -> tuple[Any, Any]:
+    import torch
+    from peft import get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    dtype = torch_dtype(recipe.model.dtype, cuda)
+    quant = quantization_config(recipe, cuda, dtype)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_path,
+        dtype=dtype,
+        quantization_config=quant,
+        device_map={"": 0} if cuda else None,
+    )
+    checkpointing = bool(recipe.lora.use_gradient_checkpointing)
+    if quant is not None:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    if recipe.model.full_finetuning:
+        return model, tokenizer
+    # random_state seeds the LoRA initialisation, as in Unsloth's get_peft_model.
+    torch.manual_seed(recipe.lora.random_state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = get_peft_model(model, lora_config(recipe))
+    if checkpointing:
+        model.enable_input_require_grads()
+    return model, tokenizer

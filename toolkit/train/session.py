@@ -1,0 +1,222 @@
+"""One training session: tokenize with response masks, run TRL's SFTTrainer, save the adapter."""
+
+from __future__ import annotations
+
+import signal
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toolkit.artifacts import atomic_dir
+from toolkit.errors import TuneserveError
+from toolkit.recipe import Recipe
+
+
+@dataclass
+class SessionOutcome:
+    steps: int
+    final_loss: float
+    interrupted: bool
+
+
+def load_model(recipe: Recipe, backend: str, model_path: Path) -> tuple[Any, Any]:
+    if backend == "unsloth":
+        from toolkit.train.unsloth import load_unsloth
+
+        return load_unsloth(recipe, model_path)
+    from toolkit.train.backend import cuda_available
+    from toolkit.train.hf import load_hf
+
+    return load_hf(recipe, model_path, cuda_available())
+
+
+def tokenize(recipe: Recipe, tokenizer: Any, rows: list[dict[str, Any]]) -> Any:
+    from datasets import Dataset
+
+    from toolkit.templates import tokenize_masked, training_template
+
+    try:
+        template = training_template(tokenizer, recipe.model.chat_template)
+    except ValueError as exc:
+        raise TuneserveError(str(exc), "set model.chat_template in the recipe") from None
+    encoded = []
+    for index, row in enumerate(rows):
+        try:
+            encoded.append(
+                tokenize_masked(
+                    tokenizer,
+                    template,
+                    row["messages"],
+                    row["mode"],
+                    recipe.model.max_seq_length,
+                    recipe.data.train_on_responses_only,
+                )
+            )
+        except ValueError as exc:
+            raise TuneserveError(f"training row {index}: {exc}") from None
+    usable = [e for e in encoded if any(label != -100 for label in e["labels"])]
+    if not usable:
+        raise TuneserveError(
+            "every training row was truncated before its answer",
+            "raise model.max_seq_length or shorten the prompts",
+        )
+    return Dataset.from_list(usable)
+
+
+def precision(recipe: Recipe, cuda: bool) -> tuple[bool, bool]:
+    """bf16/fp16 from the recipe, with auto meaning: bf16 where supported, fp16 on older GPUs."""
+    import torch
+
+    bf16_ok = cuda and torch.cuda.is_bf16_supported()
+    bf16 = bf16_ok if recipe.train.bf16 == "auto" else bool(recipe.train.bf16)
+    fp16 = (cuda and not bf16_ok) if recipe.train.fp16 == "auto" else bool(recipe.train.fp16)
+    if not cuda and (bf16 or fp16):
+        raise TuneserveError(
+            "train.bf16/fp16 mixed precision needs a GPU", "leave train.bf16 and train.fp16 on auto"
+        )
+    return bf16, fp16 and not bf16
+
+
+def optimizer(recipe: Recipe, cuda: bool, echo: Any) -> str:
+    import importlib.util
+
+    name = recipe.train.optim
+    needs_bnb = "8bit" in name or name.startswith("paged_")
+    if needs_bnb and not (cuda and importlib.util.find_spec("bitsandbytes")):
+        echo(f"warning: train.optim {name} needs bitsandbytes on a GPU; using adamw_torch instead")
+        return "adamw_torch"
+    return name
+
+
+def sft_config(recipe: Recipe, backend: str, folder: Path, cuda: bool, echo: Any) -> Any:
+    from trl import SFTConfig
+
+    train = recipe.train
+    bf16, fp16 = precision(recipe, cuda)
+    steps = {"max_steps": train.max_steps} if train.max_steps else {}
+    return SFTConfig(
+        output_dir=str(folder / "checkpoints"),
+        per_device_train_batch_size=train.per_device_train_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        warmup_steps=train.warmup_steps,
+        num_train_epochs=train.num_train_epochs or 1.0,
+        learning_rate=train.learning_rate,
+        logging_steps=train.logging_steps,
+        optim=optimizer(recipe, cuda, echo),
+        weight_decay=train.weight_decay,
+        lr_scheduler_type=train.lr_scheduler_type,
+        seed=train.seed,
+        data_seed=train.seed,
+        save_strategy="steps",
+        save_steps=train.save_steps,
+        bf16=bf16,
+        fp16=fp16,
+        max_grad_norm=train.max_grad_norm,
+        # Unsloth applies its own (offloaded) checkpointing in get_peft_model; TRL must not add more.
+        gradient_checkpointing=bool(recipe.lora.use_gradient_checkpointing)
+        and backend != "unsloth",
+        max_length=recipe.model.max_seq_length,
+        packing=train.packing,
+        report_to="none",
+        use_cpu=not cuda,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen=True,
+        disable_tqdm=True,
+        save_only_model=False,
+        **steps,
+    )
+
+
+def trainer_class() -> Any:
+    """TRL's SFTTrainer, or a subclass using the model's own loss where Triton is missing.
+
+    TRL 1.15 computes the SFT loss with a Triton kernel and fails outright without Triton (CPU
+    builds of torch); the model's own cross-entropy gives the same loss there.
+    """
+    from transformers import Trainer
+    from trl import SFTTrainer
+    from trl.trainer import utils as trl_utils
+
+    if getattr(trl_utils, "_ChunkedLogProbFunction", True) is not None:
+        return SFTTrainer
+
+    class SFTTrainerWithoutTriton(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+            return Trainer.compute_loss(
+                self,
+                model,
+                inputs,
+                return_outputs=return_outputs,
+                num_items_in_batch=num_items_in_batch,
+            )
+
+    return SFTTrainerWithoutTriton
+
+
+def run_session(
+    recipe: Recipe,
+    backend: str,
+    model_path: Path,
+    rows: list[dict[str, Any]],
+    folder: Path,
+    resume_from: Path | None,
+    progress: bool,
+    echo: Any,
+) -> SessionOutcome:
+    from toolkit.train import install_stop_handlers
+    from toolkit.train.backend import cuda_available
+    from toolkit.train.metrics import (
+        MetricsCallback,
+        ProgressCallback,
+        StopOnSignal,
+        plot_loss,
+        read_metrics,
+    )
+
+    model, tokenizer = load_model(recipe, backend, model_path)
+    serving_template = tokenizer.chat_template
+    dataset = tokenize(recipe, tokenizer, rows)
+    cuda = cuda_available()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = sft_config(recipe, backend, folder, cuda, echo)
+    stopper = StopOnSignal()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = trainer_class()(
+            model=model,
+            args=config,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[
+                MetricsCallback(folder / "metrics.jsonl"),
+                ProgressCallback(progress),
+                stopper,
+            ],
+        )
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # our progress bar and metrics.jsonl replace it
+    previous = install_stop_handlers(stopper)
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    metrics = read_metrics(folder / "metrics.jsonl")
+    if metrics:
+        plot_loss(metrics, folder / "loss.png")
+    steps = trainer.state.global_step
+    final_loss = metrics[-1]["loss"] if metrics else float("nan")
+    if stopper.requested:
+        return SessionOutcome(steps, final_loss, True)
+    if serving_template is None and recipe.model.chat_template != "auto":
+        from toolkit.templates import NAMED_TEMPLATES
+
+        serving_template = NAMED_TEMPLATES[recipe.model.chat_template]
+    tokenizer.chat_template = serving_template
+    with atomic_dir(folder / "adapter") as tmp:
+        trainer.model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    return SessionOutcome(steps, final_loss, False)
