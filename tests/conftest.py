@@ -64,3 +64,18 @@ def trained_demo(demo_models_dir: Path, base_model: Path):
         if previous is not None:
             os.environ["TUNESERVE_MODELS_DIR"] = previous
     return result
+
+
+@pytest.fixture(scope="session")
+def exported_demo(trained_demo, demo_models_dir: Path):
+    """The trained demo exported as lora, merged16 and GGUF q8_0 + q4_k_m (f16 on the way)."""
+    from toolkit.export import export_run
+
+    previous = os.environ.get("TUNESERVE_MODELS_DIR")
+    os.environ["TUNESERVE_MODELS_DIR"] = str(demo_models_dir)
+    try:
+        report = export_run(trained_demo.run_dir, ["lora", "merged16", "gguf"], ["q8_0", "q4_k_m"])
+    finally:
+        if previous is not None:
+            os.environ["TUNESERVE_MODELS_DIR"] = previous
+    return trained_demo.run_dir, report

@@ -89,14 +89,23 @@ def materialize(key: str) -> Path:
                 tmp,
                 source={"file": source.name, "sha256": sha256_file(source)},
                 builtin=f"{BUILTIN_PREFIX}{key}",
+                conversion=CONVERSION_VERSION,
                 seconds=round(time.monotonic() - started, 1),
             )
     return target
 
 
+# Bump when the conversion changes, so cached folders from an older conversion are redone.
+CONVERSION_VERSION = 2
+
+
 def _is_complete(target: Path) -> bool:
     manifest = read_manifest(target)
-    return bool(manifest.get("files")) and not verify_manifest(target)
+    return (
+        manifest.get("conversion") == CONVERSION_VERSION
+        and bool(manifest.get("files"))
+        and not verify_manifest(target)
+    )
 
 
 def _convert(gguf: Path, out: Path) -> None:
@@ -118,4 +127,47 @@ def _convert(gguf: Path, out: Path) -> None:
     plain.tie_weights()
     plain.generation_config = loaded.generation_config
     plain.save_pretrained(out, safe_serialization=True)
+    special = _gguf_special_tokens(gguf)
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(special["eos"])
+    if special.get("pad") is not None:
+        tokenizer.pad_token = tokenizer.convert_ids_to_tokens(special["pad"])
     tokenizer.save_pretrained(out)
+    if special["model"] == "gpt2":
+        _make_byte_level(out / "tokenizer.json")
+
+
+def _gguf_special_tokens(gguf: Path) -> dict:
+    """The tokenizer facts transformers' GGUF loader gets wrong: eos/pad ids and the BPE kind."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(str(gguf)).fields
+
+    def value(key: str):
+        field = fields.get(key)
+        if field is None:
+            return None
+        part = field.parts[field.data[0]]
+        return bytes(part).decode() if field.types[0].name == "STRING" else int(part[0])
+
+    return {
+        "eos": value("tokenizer.ggml.eos_token_id"),
+        "pad": value("tokenizer.ggml.padding_token_id"),
+        "model": value("tokenizer.ggml.model"),
+    }
+
+
+def _make_byte_level(path: Path) -> None:
+    """transformers writes GGUF GPT-2 vocabularies with a SentencePiece-style decoder and
+    byte_fallback, which makes llama.cpp's converter treat them as Llama vocabularies and
+    produce GGUFs that crash when tokenizing. Restore the plain byte-level BPE they are."""
+    import json
+
+    data = json.loads(path.read_text())
+    data["model"]["byte_fallback"] = False
+    data["decoder"] = {
+        "type": "ByteLevel",
+        "add_prefix_space": True,
+        "trim_offsets": True,
+        "use_regex": True,
+    }
+    path.write_text(json.dumps(data, ensure_ascii=False))

@@ -22,6 +22,12 @@ COMMANDS = {
     "init": "toolkit.cli:init_command",
     "doctor": "toolkit.cli:doctor_command",
     "train": "toolkit.cli:train_command",
+    "export": "toolkit.cli:export_command",
+    "merge": "toolkit.cli:merge_command",
+    "verify": "toolkit.cli:verify_command",
+    "run": "toolkit.cli:run_command",
+    "demo": "toolkit.cli:demo_command",
+    "eval": "evals.cli:eval_command",
 }
 
 
@@ -178,6 +184,148 @@ def train_command(
             f"trained {result.steps} steps with {result.backend} in {result.seconds:.0f} s, "
             f"final loss {result.final_loss:.4f}; adapter in {result.run_dir / 'adapter'}"
         )
+
+
+def split_list(values: tuple[str, ...]) -> list[str]:
+    """`--format a --format b,c` -> [a, b, c]."""
+    return [item.strip() for value in values for item in value.split(",") if item.strip()]
+
+
+@click.command("export")
+@click.argument("run")
+@click.option(
+    "--format",
+    "formats",
+    multiple=True,
+    help="lora, merged16 (vLLM), merged4, gguf; repeat or comma-separate (default: the recipe's).",
+)
+@click.option("--quant", "quants", multiple=True, help="GGUF quants, e.g. q4_k_m,q8_0,f16.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was exported as JSON.")
+def export_command(
+    run: str, formats: tuple[str, ...], quants: tuple[str, ...], as_json: bool
+) -> None:
+    """Export RUN (a run name or folder) and check each file against its source.
+
+    \b
+    Example:
+      tuneserve export my-first-run --format merged16,gguf --quant q4_k_m,q8_0
+    """
+    from toolkit.export import export_run, load_run
+
+    _, recipe = load_run(run)
+    done = export_run(
+        run,
+        split_list(formats) or list(recipe.export.formats),
+        split_list(quants) or list(recipe.export.quant),
+    )
+    if as_json:
+        print_json(done)
+        return
+    for name, report in done.items():
+        figures = {k: v for k, v in report.items() if k not in ("path", "files")}
+        click.echo(f"{name:<14} {report.get('path', '')}  {figures}")
+
+
+@click.command("merge")
+@click.option(
+    "--model", "adapter", required=True, type=click.Path(path_type=Path), help="Adapter folder."
+)
+@click.option("--save_as", "--save-as", "save_as", required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--format", "fmt", type=click.Choice(["vllm", "gguf"]), default="vllm", show_default=True
+)
+@click.option("--quant", default="q8_0", show_default=True, help="GGUF quantization.")
+def merge_command(adapter: Path, save_as: Path, fmt: str, quant: str) -> None:
+    """Merge a LoRA adapter into its base for vLLM (16-bit safetensors) or llama.cpp (GGUF).
+
+    \b
+    Example:
+      tuneserve merge --model models/runs/demo/adapter --save_as ./demo-merged --format vllm
+    """
+    from toolkit.export import merge_command_impl
+
+    for path in merge_command_impl(adapter, save_as, fmt, quant):
+        click.echo(f"wrote {path}")
+
+
+@click.command("verify")
+@click.argument("run")
+def verify_command(run: str) -> None:
+    """Re-check the sha256 of every file of RUN against its manifest (exit 1 on a mismatch).
+
+    \b
+    Example:
+      tuneserve verify my-first-run
+    """
+    from toolkit.artifacts import run_dir, verify_manifest
+    from toolkit.errors import CheckFailed
+
+    folder = Path(run) if Path(run).is_dir() else run_dir(run)
+    if not (folder / "manifest.json").is_file():
+        raise TuneserveError(f"{folder} has no manifest.json", "is RUN a trained run?")
+    problems = verify_manifest(folder)
+    if problems:
+        raise CheckFailed(f"{len(problems)} file(s) changed in {folder}: " + "; ".join(problems))
+    click.echo(f"ok: every file in {folder} matches its manifest")
+
+
+def run_and_report(recipe, backend: str | None, fresh: bool, serve: bool) -> None:
+    from toolkit.pipeline import keep_serving, run_pipeline, usage_snippets
+
+    result = run_pipeline(recipe, backend=backend, fresh=fresh)
+    report = result.report_dir
+    click.echo("")
+    click.echo(f"report: {report / 'report.md'} (chart {report / 'report.png'})")
+    click.echo((report / "report.md").read_text())
+    if not serve:
+        models = " ".join(f"{name}={path}" for name, path in result.served_models.items())
+        click.echo(f"serve the result: tuneserve serve {models}")
+        return
+    import threading
+
+    with keep_serving(recipe, result) as served:
+        click.echo(f"serving {', '.join(served.names)} at {served.base_url} (Ctrl-C stops)")
+        click.echo(usage_snippets(served.base_url, served.names[-1], served.api_key))
+        stop = threading.Event()
+        import signal
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        stop.wait()
+        click.echo("stopping")
+
+
+@click.command("run")
+@click.argument("recipe", type=click.Path(path_type=Path))
+@set_option
+@click.option(
+    "--serve/--no-serve", default=True, help="Keep serving base and tuned after the eval."
+)
+@click.option("--backend", type=click.Choice(["auto", "unsloth", "hf"]), default=None)
+@click.option("--fresh", is_flag=True, help="Retrain from step 0 instead of resuming a checkpoint.")
+def run_command(
+    recipe: Path, overrides: tuple[str, ...], serve: bool, backend: str | None, fresh: bool
+) -> None:
+    """Train, export, serve base and tuned, eval before/after, report; finished stages are skipped.
+
+    \b
+    Example:
+      tuneserve run recipe.yaml --no-serve --set train.max_steps=60
+    """
+    run_and_report(load(recipe, overrides), backend, fresh, serve)
+
+
+@click.command("demo")
+@click.option("--serve/--no-serve", default=False, help="Keep serving after the report.")
+def demo_command(serve: bool) -> None:
+    """The whole `run` on the embedded SmolLM2-135M, on CPU, with no network.
+
+    \b
+    Example:
+      tuneserve demo
+    """
+    demo_recipe = Path(__file__).parent / "demo" / "recipe.yaml"
+    run_and_report(load(demo_recipe, ()), None, False, serve)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,114 @@
+"""`run_eval`: suites x models through any OpenAI-compatible endpoint -> scored, compared, reported."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evals.compare import model_stats, paired_stats
+from evals.report import as_json, write_report
+from evals.runner import Answer, ResponseCache, run_items
+from evals.scorers import resolve_scorer, similarity
+from evals.suite import Suite, resolve_suite
+
+
+@dataclass
+class EvalReport:
+    data: dict[str, Any]
+    folder: Path | None
+
+    def summary(self) -> dict[str, float]:
+        return {f"{s['suite']}/{s['model']}": round(s["score"], 4) for s in self.data["models"]}
+
+
+def score_answers(
+    suites: list[Suite], answers: list[Answer]
+) -> dict[tuple[str, str], dict[str, float]]:
+    """(suite, model) -> {item id: score}; an errored request scores 0."""
+    items = {(s.name, i.id): i for s in suites for i in s.items}
+    scores: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for answer in answers:
+        item = items[(answer.suite, answer.item)]
+        score = (
+            0.0
+            if answer.error
+            else float(resolve_scorer(item.scorer)(answer.output, item.expected))
+        )
+        scores[(answer.suite, answer.model)][item.id] = score
+    return scores
+
+
+def run_eval(
+    *,
+    suites: list[str],
+    models: list[str],
+    base_url: str,
+    api_key: str | None = None,
+    run: str | None = None,
+    report_dir: Path | None = None,
+    concurrency: int = 8,
+    max_tokens: int = 256,
+    seed: int = 0,
+    timeout: float = 120.0,
+    progress: bool = True,
+) -> EvalReport:
+    from toolkit.artifacts import run_dir
+
+    run_folder = run_dir(run) if run else None
+    loaded = [resolve_suite(spec, run_folder) for spec in suites]
+    cache_path = (report_dir / "responses.jsonl") if report_dir else None
+    answers = asyncio.run(
+        run_items(
+            loaded,
+            models,
+            base_url=base_url,
+            api_key=api_key,
+            concurrency=concurrency,
+            max_tokens=max_tokens,
+            seed=seed,
+            timeout=timeout,
+            cache=ResponseCache(cache_path),
+            progress=progress,
+        )
+    )
+    scores = score_answers(loaded, answers)
+    by_key: dict[tuple[str, str], list[Answer]] = defaultdict(list)
+    for answer in answers:
+        by_key[(answer.suite, answer.model)].append(answer)
+    stats, pairs = [], []
+    for suite in loaded:
+        order = [item.id for item in suite.items]
+        for model in models:
+            extra = {}
+            if suite.name == "heldout":
+                expected = {i.id: i.expected for i in suite.items}
+                extra["similarity"] = [
+                    similarity(a.output, expected[a.item]) for a in by_key[(suite.name, model)]
+                ]
+            values = [scores[(suite.name, model)][i] for i in order]
+            stats.append(model_stats(model, suite.name, values, by_key[(suite.name, model)], extra))
+        baseline = [scores[(suite.name, models[0])][i] for i in order]
+        for model in models[1:]:
+            pairs.append(
+                paired_stats(
+                    suite.name,
+                    models[0],
+                    model,
+                    baseline,
+                    [scores[(suite.name, model)][i] for i in order],
+                )
+            )
+    meta = {
+        "base_url": base_url,
+        "models": models,
+        "suites": [s.name for s in loaded],
+        "seed": seed,
+        "max_tokens": max_tokens,
+    }
+    report = as_json(stats, pairs, meta)
+    if report_dir is not None:
+        write_report(report_dir, report)
+    return EvalReport(report, report_dir)

@@ -1,0 +1,107 @@
+"""`tuneserve eval`: parse, call evals.api.run_eval, print, gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("eval")
+@click.option(
+    "--suite",
+    "suites",
+    multiple=True,
+    required=True,
+    help="guard, heldout, or a .jsonl file (repeatable).",
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    required=True,
+    help="Served model name; the first is the baseline.",
+)
+@click.option(
+    "--base-url",
+    default="http://127.0.0.1:8000/v1",
+    show_default=True,
+    help="Any OpenAI-compatible URL.",
+)
+@click.option(
+    "--api-key", default=None, envvar="OPENAI_API_KEY", help="Bearer key for the endpoint."
+)
+@click.option("--run", default=None, help="Run name whose held-out split the heldout suite uses.")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for report.md/json/png.",
+)
+@click.option(
+    "--fail-on-regression",
+    type=float,
+    default=None,
+    help="Exit 1 when a model drops more than this below its baseline.",
+)
+@click.option(
+    "--baseline",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Compare to a saved report.json instead of the first model.",
+)
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 1024))
+@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1, 32768))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def eval_command(
+    suites: tuple[str, ...],
+    models: tuple[str, ...],
+    base_url: str,
+    api_key: str | None,
+    run: str | None,
+    report_dir: Path | None,
+    fail_on_regression: float | None,
+    baseline: Path | None,
+    concurrency: int,
+    max_tokens: int,
+    seed: int,
+    as_json: bool,
+) -> None:
+    """Run eval suites against models behind any OpenAI-compatible endpoint and compare them.
+
+    \b
+    Example:
+      tuneserve eval --suite heldout --suite guard --model base --model tuned \\
+        --run demo --base-url http://127.0.0.1:8000/v1 --report eval/ --fail-on-regression 0.05
+    """
+    from evals.api import run_eval
+    from evals.gate import regressions
+    from evals.report import load_report, render_markdown
+    from toolkit.cli import print_json
+    from toolkit.errors import CheckFailed
+
+    saved = load_report(baseline) if baseline else None
+    report = run_eval(
+        suites=list(suites),
+        models=list(models),
+        base_url=base_url,
+        api_key=api_key,
+        run=run,
+        report_dir=report_dir,
+        concurrency=concurrency,
+        max_tokens=max_tokens,
+        seed=seed,
+        progress=not as_json,
+    )
+    if as_json:
+        print_json(report.data)
+    else:
+        click.echo(render_markdown(report.data))
+        if report_dir:
+            click.echo(f"report: {report_dir / 'report.md'}")
+    if fail_on_regression is not None:
+        found = regressions(report.data, fail_on_regression, saved)
+        if found:
+            raise CheckFailed("regression: " + "; ".join(found))

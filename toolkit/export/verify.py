@@ -1,0 +1,137 @@
+"""Checks of each export against the model it came from; the figures go into the manifest.
+
+merged16: max |logit| difference between the fp32 merge and base + unmerged adapter, and
+greedy text of the saved 16-bit folder vs base + adapter. GGUF: perplexity through llama.cpp
+over the held-out text vs transformers on the same token ids, and greedy agreement.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+PROMPTS = (
+    "What is the capital of France?",
+    "Give the opposite of the word 'hot'.",
+    "Write one sentence about the sea.",
+)
+
+
+def chat_ids(tokenizer: Any, prompt: str) -> list[int]:
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}],
+        add_generation_prompt=True,
+        tokenize=True,
+        return_dict=False,
+    )
+
+
+def max_logit_difference(reference: Any, candidate: Any, tokenizer: Any) -> float:
+    import torch
+
+    worst = 0.0
+    with torch.no_grad():
+        for prompt in PROMPTS:
+            ids = torch.tensor([chat_ids(tokenizer, prompt)])
+            a = reference(ids).logits.float()
+            b = candidate(ids).logits.float()
+            worst = max(worst, (a - b).abs().max().item())
+    return worst
+
+
+def greedy_texts(model: Any, tokenizer: Any, tokens: int = 16) -> list[str]:
+    import torch
+
+    texts = []
+    with torch.no_grad():
+        for prompt in PROMPTS:
+            ids = torch.tensor([chat_ids(tokenizer, prompt)])
+            out = model.generate(
+                ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, do_sample=False
+            )
+            texts.append(tokenizer.decode(out[0][ids.shape[1] :], skip_special_tokens=True).strip())
+    return texts
+
+
+def verify_merge(base: Path, adapter: Path, merged_dir: Path) -> dict[str, Any]:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from toolkit.export.merge import load_merged
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    unmerged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter
+    )
+    merged_fp32 = load_merged(base, adapter)
+    saved = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
+    reference = greedy_texts(unmerged, tokenizer)
+    return {
+        "max_abs_logit_diff_fp32": max_logit_difference(unmerged, merged_fp32, tokenizer),
+        "max_abs_logit_diff_saved": max_logit_difference(unmerged, saved, tokenizer),
+        "greedy_match_saved": sum(
+            a == b for a, b in zip(reference, greedy_texts(saved, tokenizer), strict=True)
+        )
+        / len(PROMPTS),
+    }
+
+
+def heldout_texts(tokenizer: Any, rows: list[dict[str, Any]], limit: int = 24) -> list[list[int]]:
+    sequences = []
+    for row in rows[:limit]:
+        messages = [
+            {k: v for k, v in m.items() if k in ("role", "content")} for m in row["messages"]
+        ]
+        sequences.append(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=False))
+    return sequences
+
+
+def hf_perplexity(model: Any, sequences: list[list[int]]) -> float:
+    import torch
+
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for ids in sequences:
+            tensor = torch.tensor([ids])
+            logits = model(tensor).logits.float()[0, :-1]
+            nll = torch.nn.functional.cross_entropy(logits, tensor[0, 1:], reduction="sum")
+            total, count = total + nll.item(), count + len(ids) - 1
+    return math.exp(total / count)
+
+
+def gguf_perplexity(gguf: Path, sequences: list[list[int]]) -> float:
+    import numpy as np
+    from llama_cpp import Llama
+
+    longest = max(len(s) for s in sequences)
+    llm = Llama(str(gguf), n_ctx=max(256, longest + 8), logits_all=True, verbose=False, n_threads=2)
+    total, count = 0.0, 0
+    for ids in sequences:
+        llm.reset()
+        llm.eval(ids)
+        logits = np.asarray(llm.scores[: len(ids) - 1], dtype=np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        total -= float(log_probs[np.arange(len(ids) - 1), ids[1:]].sum())
+        count += len(ids) - 1
+    llm.close()
+    return math.exp(total / count)
+
+
+def gguf_greedy(gguf: Path, tokenizer: Any, tokens: int = 16) -> list[str]:
+    from llama_cpp import Llama
+
+    llm = Llama(str(gguf), n_ctx=512, verbose=False, n_threads=2)
+    stops = {llm.token_eos(), tokenizer.eos_token_id}
+    texts = []
+    for prompt in PROMPTS:
+        out = []
+        for token in llm.generate(chat_ids(tokenizer, prompt), temp=0.0, top_k=1, reset=True):
+            if token in stops or len(out) >= tokens:
+                break
+            out.append(token)
+        texts.append(tokenizer.decode(out, skip_special_tokens=True).strip())
+    llm.close()
+    return texts
