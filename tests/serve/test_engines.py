@@ -1,0 +1,116 @@
+"""Engine launchers: llama.cpp and vLLM command lines, vLLM's flags pinned to its own parser."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
+from serve.engines.vllm import lora_rank_bound
+from toolkit.errors import TuneserveError
+from toolkit.templates import CHATML, QWEN3
+
+SNAPSHOT = json.loads(
+    (Path(__file__).parents[2] / "serve/engines/vllm_cli_snapshot.json").read_text()
+)
+
+
+def _model_folder(tmp_path: Path, template: str) -> Path:
+    folder = tmp_path / "merged16"
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    return folder
+
+
+def _adapter(tmp_path: Path, rank: int) -> Path:
+    adapter = tmp_path / f"adapter{rank}"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"r": rank}))
+    return adapter
+
+
+def _flags(argv: list[str]) -> list[str]:
+    return [token for token in argv if token.startswith("-")]
+
+
+@pytest.mark.parametrize("template", [QWEN3, CHATML])
+def test_every_vllm_flag_the_launcher_emits_is_in_vllms_parser(tmp_path, template):
+    engine = VllmEngine(
+        name="tuned",
+        model_path=_model_folder(tmp_path, template),
+        port=8123,
+        api_key="k",
+        tensor_parallel_size=2,
+        lora_modules={"a": _adapter(tmp_path, 32), "b": _adapter(tmp_path, 20)},
+    )
+    argv = engine.command()
+    assert argv[:3] == ["vllm", "serve", str(engine.model_path)]
+    unknown = [flag for flag in _flags(argv) if flag not in SNAPSHOT["options"]]
+    assert not unknown, f"not options of vllm serve {SNAPSHOT['vllm_version']}: {unknown}"
+
+
+def test_vllm_command_carries_what_serving_needs(tmp_path):
+    engine = VllmEngine(
+        name="tuned",
+        model_path=_model_folder(tmp_path, QWEN3),
+        port=8123,
+        lora_modules={"adapter": _adapter(tmp_path, 20)},
+    )
+    argv = engine.command()
+    pairs = dict(zip(argv, argv[1:], strict=False))
+    assert pairs["--host"] == "127.0.0.1"  # vllm binds all interfaces unless told
+    assert pairs["--port"] == "8123" and pairs["--served-model-name"] == "tuned"
+    assert pairs["--reasoning-parser"] == "qwen3"
+    assert pairs["--max-lora-rank"] == "32"
+    assert pairs["--lora-modules"] == f"adapter={tmp_path / 'adapter20'}"
+    assert "--enable-lora" in argv and "--api-key" not in argv
+    assert engine.readiness_url == "http://127.0.0.1:8123/health"
+
+
+def test_no_reasoning_parser_for_a_template_without_thinking(tmp_path):
+    argv = VllmEngine(name="m", model_path=_model_folder(tmp_path, CHATML)).command()
+    assert "--reasoning-parser" not in argv
+
+
+@pytest.mark.parametrize(("rank", "bound"), [(1, 8), (8, 8), (9, 16), (32, 32), (200, 256)])
+def test_lora_rank_bound(rank, bound):
+    assert lora_rank_bound(rank) == bound
+
+
+def test_llama_cpp_python_command(base_gguf):
+    engine = LlamaCppEngine(name="smol", model_path=base_gguf, port=9000)
+    argv = engine.command()
+    pairs = dict(zip(argv, argv[1:], strict=False))
+    assert pairs["--interrupt_requests"] == "False"  # else concurrent streams get cut
+    assert pairs["--host"] == "127.0.0.1" and pairs["--model_alias"] == "smol"
+    assert engine.extra_sampling() == {"repeat_penalty": 1.0}
+
+
+def test_llama_cpp_python_flags_exist_in_its_parser(base_gguf):
+    import subprocess
+    import sys
+
+    help_text = subprocess.run(
+        [sys.executable, "-m", "llama_cpp.server", "--help"], capture_output=True, text=True
+    ).stdout
+    argv = LlamaCppEngine(name="smol", model_path=base_gguf, api_key="k").command()
+    assert all(flag in help_text for flag in _flags(argv))
+
+
+def test_native_llama_server_is_preferred_when_present(base_gguf, monkeypatch):
+    monkeypatch.setenv("TUNESERVE_LLAMA_SERVER", "/opt/llama/llama-server")
+    engine = LlamaCppEngine(name="smol", model_path=base_gguf)
+    argv = engine.command()
+    assert argv[0] == "/opt/llama/llama-server" and "--jinja" in argv
+    assert not engine.renders_chat  # native server applies chat_template_kwargs itself
+
+
+def test_pick_engine(base_gguf, tmp_path):
+    assert pick_engine(str(base_gguf)) == "llamacpp"
+    with pytest.raises(TuneserveError, match="GGUF"):
+        pick_engine(str(base_gguf), "vllm")
+    with pytest.raises(TuneserveError, match="not one"):
+        pick_engine(str(tmp_path), "llamacpp")
+    assert pick_engine(str(tmp_path), "vllm") == "vllm"

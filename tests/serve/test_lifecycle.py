@@ -1,0 +1,162 @@
+"""Engine supervision: readiness errors quote the log, crash -> 503 -> restart -> recovery,
+and SIGTERM of `tuneserve serve` leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from serve.app import serve_models
+from serve.engines import LlamaCppEngine, free_port
+from serve.supervisor import Supervisor
+from toolkit.errors import TuneserveError
+
+pytestmark = pytest.mark.slow
+HI = [{"role": "user", "content": "Say hi"}]
+
+
+def test_an_engine_that_cannot_start_is_reported_with_its_log(tmp_path):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(b"not a gguf at all")
+    supervisor = Supervisor(LlamaCppEngine("broken", broken), tmp_path / "broken.log")
+    with pytest.raises(TuneserveError) as caught:
+        supervisor.start()
+    assert "exited with code" in caught.value.message
+    assert "broken.gguf" in caught.value.message  # quoted from the engine's own log
+    supervisor.stop()
+
+
+def test_a_non_loopback_bind_needs_an_api_key(base_gguf):
+    with (
+        pytest.raises(TuneserveError, match="without an API key"),
+        serve_models([base_gguf], host="0.0.0.0"),
+    ):
+        pass
+
+
+@pytest.fixture(scope="module")
+def own_gateway(base_gguf, tmp_path_factory):
+    """A gateway of its own: these tests kill and disconnect its engine."""
+    with serve_models([f"smol={base_gguf}"], log_dir=tmp_path_factory.mktemp("logs")) as served:
+        yield served
+
+
+def test_a_client_that_goes_away_cancels_the_engine_stream(own_gateway):
+    body = {"model": "smol", "messages": HI, "max_tokens": 1500, "stream": True}
+    supervisor = own_gateway.supervisors["smol"]
+    with httpx.stream("POST", f"{own_gateway.base_url}/chat/completions", json=body) as response:
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("data:"))
+    deadline = time.monotonic() + 30
+    while "Disconnected from client" not in supervisor.log_path.read_text():
+        assert time.monotonic() < deadline, "the engine kept generating for a gone client"
+        time.sleep(0.2)
+
+
+def test_crash_gives_503_then_the_engine_is_restarted(own_gateway):
+    served = own_gateway
+    client = openai.OpenAI(base_url=served.base_url, api_key="none", max_retries=0)
+    supervisor = served.supervisors["smol"]
+    old_pid = supervisor.pid
+    supervisor.kill()
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="smol", messages=HI, max_tokens=2)
+    assert caught.value.status_code == 503
+    assert caught.value.body["type"] == "service_unavailable"
+    assert httpx.get(f"{served.root_url}/health").status_code == 503
+    deadline = time.monotonic() + 120
+    while not supervisor.ready and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert supervisor.ready and supervisor.pid != old_pid and supervisor.restarts == 1
+    reply = client.chat.completions.create(model="smol", messages=HI, max_tokens=2)
+    assert reply.choices[0].message.content is not None
+    assert httpx.get(f"{served.root_url}/health").status_code == 200
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_sigterm_of_tuneserve_serve_leaves_no_process(base_gguf, tmp_path):
+    port = free_port()
+    tuneserve = Path(sys.executable).parent / "tuneserve"  # the installed console script
+    command = [str(tuneserve), "serve", f"smol={base_gguf}", "--port", str(port)]
+    env = {**os.environ, "TUNESERVE_MODELS_DIR": str(tmp_path)}
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.3)
+        children = _descendants(process.pid)
+        assert children, "the engine runs as a child of tuneserve serve"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        time.sleep(0.5)
+        assert not [pid for pid in children if _alive(pid)]
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["/no/such/model.gguf"], "does not exist"),
+        (["--host", "0.0.0.0", "{gguf}"], "without an API key"),
+        (["--engine", "vllm", "{gguf}"], "vLLM serves merged16 model folders"),
+        (
+            ["--engine", "vllm", "{folder}"],
+            "vllm engine",
+        ),  # not installed here; fails to load elsewhere
+    ],
+)
+def test_serve_command_reports_user_errors_in_one_line(base_gguf, tmp_path, arguments, message):
+    from click.testing import CliRunner
+
+    from toolkit.cli import main
+
+    folder = tmp_path / "merged16"
+    folder.mkdir()
+    arguments = [a.format(gguf=base_gguf, folder=folder) for a in arguments]
+    result = CliRunner().invoke(main, ["serve", *arguments])
+    assert result.exit_code == 2, result.output
+    assert "error: " in result.output and message in result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,97 @@
+"""The gateway over vLLM's response shapes, replayed by a small fake vLLM HTTP server.
+
+Fixtures follow vLLM's protocol models (ChatCompletionResponse, ChatCompletionStreamResponse,
+DeltaMessage with `reasoning` from --reasoning-parser qwen3, UsageInfo)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import openai
+import pytest
+
+from serve.app import ModelSource, serve_models
+from tests.serve.conftest import _run_in_thread
+
+FIXTURES = Path(__file__).parent / "fixtures"
+COMPLETION = json.loads((FIXTURES / "vllm_chat_completion.json").read_text())
+CHUNKS = (FIXTURES / "vllm_chat_stream.jsonl").read_text().splitlines()
+
+
+@pytest.fixture(scope="module")
+def fake_vllm():
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    received: list[dict] = []
+
+    async def chat(request):
+        body = await request.json()
+        received.append(body)
+        if body.get("stream"):
+
+            async def events():
+                for line in CHUNKS:
+                    yield f"data: {line}\n\n"
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        return JSONResponse({k: v for k, v in COMPLETION.items() if not k.startswith("_")})
+
+    async def health(request):
+        return JSONResponse({})
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/health", health),
+        ]
+    )
+    url, server, thread = _run_in_thread(app)
+    yield url, received
+    server.should_exit = True
+    thread.join(5)
+
+
+@pytest.fixture(scope="module")
+def client(fake_vllm):
+    url, _ = fake_vllm
+    source = ModelSource(name="tuned", url=url, engine="vllm", knows_thinking=True)
+    with serve_models([source]) as served:
+        yield openai.OpenAI(base_url=served.base_url, api_key="none", max_retries=0)
+
+
+def test_reasoning_reaches_clients_under_both_names(client, fake_vllm):
+    raw = client.chat.completions.with_raw_response.create(
+        model="tuned", messages=[{"role": "user", "content": "2+2?"}]
+    )
+    completion = raw.parse()
+    message = completion.choices[0].message
+    assert message.reasoning == message.reasoning_content == "2 plus 2 makes 4."
+    assert message.content == "The answer is 4."
+    assert completion.usage.completion_tokens == 21 and completion.usage.total_tokens == 35
+    assert raw.headers["x-tuneserve-mode"] == "thinking"
+    sent = fake_vllm[1][-1]
+    assert sent["chat_template_kwargs"] == {"enable_thinking": True}
+    assert (sent["temperature"], sent["top_p"], sent["top_k"], sent["min_p"]) == (0.6, 0.95, 20, 0)
+    assert "repeat_penalty" not in sent  # not a vLLM field
+
+
+def test_streamed_vllm_deltas_carry_both_names_and_usage(client, fake_vllm):
+    stream = client.chat.completions.create(
+        model="tuned:chat",
+        messages=[{"role": "user", "content": "2+2?"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    assert "".join(getattr(d, "reasoning", None) or "" for d in deltas) == "2 plus 2 makes 4."
+    assert (
+        "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == "2 plus 2 makes 4."
+    )
+    assert "".join(d.content or "" for d in deltas) == "The answer is 4."
+    assert chunks[-1].usage.total_tokens == 35
+    assert fake_vllm[1][-1]["chat_template_kwargs"] == {"enable_thinking": False}
