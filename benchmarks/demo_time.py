@@ -38,7 +38,8 @@ def main() -> None:
         "| stage | seconds |",
         "|---|---|",
     ]
-    lines += [f"| {name} | {stage['seconds']:.0f} |" for name, stage in manifest["stages"].items()]
+    stages = manifest["stages"]
+    lines += [f"| {name} | {stages[name]['seconds']:.0f} |" for name in ("train", "export", "eval")]
     lines += [f"| **total (incl. start-up)** | **{total:.0f}** |", "", "Scores:", ""]
     lines += [
         f"- {s['suite']} / {s['model']}: {s['score']:.3f} [{s['ci'][0]:.3f}, {s['ci'][1]:.3f}]"

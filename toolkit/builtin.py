@@ -96,7 +96,7 @@ def materialize(key: str) -> Path:
 
 
 # Bump when the conversion changes, so cached folders from an older conversion are redone.
-CONVERSION_VERSION = 2
+CONVERSION_VERSION = 3
 
 
 def _is_complete(target: Path) -> bool:
@@ -128,6 +128,7 @@ def _convert(gguf: Path, out: Path) -> None:
     plain.generation_config = loaded.generation_config
     plain.save_pretrained(out, safe_serialization=True)
     special = _gguf_special_tokens(gguf)
+    tokenizer.clean_up_tokenization_spaces = False  # destructive for byte-level BPE
     tokenizer.eos_token = tokenizer.convert_ids_to_tokens(special["eos"])
     if special.get("pad") is not None:
         tokenizer.pad_token = tokenizer.convert_ids_to_tokens(special["pad"])

@@ -67,7 +67,9 @@ def check_disk(folder: Path, base: Path) -> None:
 
 def export_run(run: str | Path, formats: list[str], quants: list[str]) -> dict[str, Any]:
     from toolkit.builtin import resolve_model
+    from toolkit.quiet import quiet_libraries
 
+    quiet_libraries()
     folder, recipe = load_run(run)
     unknown = [f for f in formats if f not in EXPORT_FORMATS] + [
         q for q in quants if q not in GGUF_QUANTS

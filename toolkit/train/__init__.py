@@ -51,9 +51,11 @@ def train(
 ) -> TrainResult:
     from toolkit.builtin import resolve_model
     from toolkit.data import prepare_data
+    from toolkit.quiet import quiet_libraries
     from toolkit.recipe_loader import save_recipe
     from toolkit.train.backend import choose_backend
 
+    quiet_libraries()
     folder = run_dir(recipe.run_name)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(folder)

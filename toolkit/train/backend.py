@@ -24,7 +24,7 @@ def choose_backend(requested: str) -> BackendChoice:
     has_unsloth = importlib.util.find_spec("unsloth") is not None
     has_cuda = cuda_available()
     if requested == "hf":
-        return BackendChoice("hf", "asked for with --backend hf")
+        return BackendChoice("hf", "as asked (train.backend or --backend)")
     if requested == "unsloth":
         if not has_cuda:
             raise TuneserveError(
@@ -35,7 +35,7 @@ def choose_backend(requested: str) -> BackendChoice:
             raise TuneserveError(
                 "the unsloth backend needs the unsloth package", "pip install 'tuneserve[unsloth]'"
             )
-        return BackendChoice("unsloth", "asked for with --backend unsloth")
+        return BackendChoice("unsloth", "as asked (train.backend or --backend)")
     if has_cuda and has_unsloth:
         return BackendChoice("unsloth", "CUDA and unsloth are present")
     missing = "no CUDA GPU" if not has_cuda else "unsloth is not installed"
