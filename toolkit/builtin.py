@@ -78,10 +78,11 @@ def materialize(key: str) -> Path:
             f"unknown builtin model {key!r}", f"known: {', '.join(BUILTIN_MODELS)}"
         )
     target = builtin_dir(key)
-    source = builtin_gguf(key)
     with file_lock(target.parent / f".{target.name}.lock"):
+        # A complete folder needs no package: it may have been made on another machine.
         if _is_complete(target):
             return target
+        source = builtin_gguf(key)
         started = time.monotonic()
         with atomic_dir(target) as tmp:
             _convert(source, tmp)

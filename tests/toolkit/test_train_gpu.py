@@ -1,4 +1,4 @@
-"""GPU training: the unsloth backend in 4-bit and 16-bit and the hf backend on a tiny Qwen3.
+"""GPU training: the unsloth and hf backends, each in 4-bit and 16-bit, on a tiny Qwen3.
 
 Run on a CUDA machine with `pytest -m gpu tests/toolkit/test_train_gpu.py -s`; each test prints
 the tokens/s and peak memory it measured.
@@ -83,5 +83,8 @@ def test_unsloth_trains_the_tiny_qwen3(tmp_path: Path, tiny_qwen3: Path, four_bi
     _train(tmp_path, tiny_qwen3, "unsloth", four_bit)
 
 
-def test_hf_trains_the_tiny_qwen3_on_cuda(tmp_path: Path, tiny_qwen3: Path) -> None:
-    _train(tmp_path, tiny_qwen3, "hf", False)
+@pytest.mark.parametrize("four_bit", [True, False], ids=["4bit", "16bit"])
+def test_hf_trains_the_tiny_qwen3_on_cuda(tmp_path: Path, tiny_qwen3: Path, four_bit: bool) -> None:
+    if four_bit:
+        pytest.importorskip("bitsandbytes", reason="4-bit needs bitsandbytes")
+    _train(tmp_path, tiny_qwen3, "hf", four_bit)

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Everything tuneserve runs on the GPU machine, as named stages; each writes STAGE.log (and its
+# results) to $OUT. Prepare here first (wheels + tokenizer, see README.md), then on the device:
+#   bash benchmarks/gpu/run.sh setup tests path throughput_hf throughput_unsloth ddp
+# Files persist while the machine stays warm, so later calls may skip `setup`.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+# The device returns at most 8 files from $OUT: stages write to $RESULTS, packed into one tarball.
+OUT=${OUT:-/tmp/tuneserve-gpu-out}; RESULTS=/tmp/tsgpu-results; mkdir -p "$OUT" "$RESULTS"
+SITE=/tmp/site WORK=/tmp/tsgpu
+export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+  HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TUNESERVE_BASE_DIR="$PWD/benchmarks/gpu/wheels-base" \
+  NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 \
+  TORCHINDUCTOR_CACHE_DIR=/tmp/inductor UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_compiled
+TOKENIZER="$TUNESERVE_BASE_DIR/smollm2-135m-instruct"
+tuneserve() { python3 -m toolkit.cli "$@"; }
+
+stage_setup() {
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" benchmarks/gpu/wheels/*.whl || return 1
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+  python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.cuda.device_count(), "transformers", transformers.__version__)'
+}
+
+stage_tests() {  # the `gpu`-marked tests (training ones: serving ones need vLLM, see README)
+  python3 -m pytest -m gpu tests/toolkit/test_train_gpu.py -p no:cacheprovider -q -s --timeout=900 -rA
+}
+
+stage_path() {  # the user's path: train (unsloth) -> export merged16 + verify, on a tiny Qwen3
+  rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || return 1
+  python3 -c "from pathlib import Path; from toolkit.shapes import build_qwen3; build_qwen3(Path('$WORK/tiny-qwen3'), 'tiny', Path('$TOKENIZER'))"
+  sed "s#@MODEL@#$WORK/tiny-qwen3#; s#@DATA@#$OLDPWD/toolkit/demo/facts.jsonl#" \
+    "$OLDPWD/benchmarks/gpu/path_recipe.yaml" > recipe.yaml
+  TUNESERVE_MODELS_DIR="$WORK/models" tuneserve train recipe.yaml --backend unsloth &&
+  TUNESERVE_MODELS_DIR="$WORK/models" tuneserve export gpu-path --format lora,merged16 &&
+  TUNESERVE_MODELS_DIR="$WORK/models" tuneserve verify gpu-path
+  local rc=$?
+  tar czf "$RESULTS/gpu_path.tar.gz" -C / "${WORK#/}" 2>/dev/null
+  cd "$OLDPWD"; return $rc
+}
+
+stage_throughput_hf() {
+  python3 benchmarks/train_throughput.py --only hf --tokenizer "$TOKENIZER" --models "$WORK-models" --out "$RESULTS/tt-hf"
+}
+
+stage_throughput_unsloth() {
+  python3 benchmarks/train_throughput.py --only unsloth --tokenizer "$TOKENIZER" --models "$WORK-models" --out "$RESULTS/tt-unsloth"
+}
+
+stage_ddp() {
+  python3 benchmarks/train_ddp.py --tokenizer "$TOKENIZER" --out "$RESULTS/ddp"
+}
+
+# Stages stop at the deadline (seconds from now; a device call may run 600 s) so that what
+# they wrote is still packed and comes back.
+DEADLINE=${DEADLINE:-560}
+export SITE WORK OUT RESULTS TOKENIZER
+export -f tuneserve $(compgen -A function stage_)
+status=0
+for stage in "$@"; do
+  echo "=== $stage $(date +%T)"
+  started=$SECONDS
+  left=$((DEADLINE - SECONDS))
+  timeout -k 10 "$left" bash -c "stage_$stage" > >(tee "$RESULTS/$stage.log") 2>&1
+  rc=$?
+  echo "=== $stage exit $rc after $((SECONDS - started)) s"
+  [ $rc -ne 0 ] && status=$rc
+done
+tar czf "$OUT/gpu-results.tgz" -C "$RESULTS" . ; ls -la "$RESULTS"
+exit $status
