@@ -86,7 +86,7 @@ class Gateway:
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self.routes = {route.name: route for route in routes}
-        self.api_key = api_key
+        self.api_key = api_key or None  # an empty key (TUNESERVE_API_KEY="") means no key
         self.max_body_bytes = max_body_bytes
         self.client: httpx.AsyncClient | None = None
         self.registry = CollectorRegistry()
@@ -125,7 +125,7 @@ class Gateway:
                 HttpRoute("/metrics", self.metrics, methods=["GET"]),
             ],
             lifespan=self._lifespan,
-            exception_handlers={HTTPException: _http_error},
+            exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
 
     @contextlib.asynccontextmanager
@@ -225,9 +225,12 @@ class Gateway:
                 raise GatewayError(413, f"request body is larger than {self.max_body_bytes} bytes")
             chunks.append(chunk)
         try:
-            body = json.loads(b"".join(chunks))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise GatewayError(400, f"request body is not valid JSON: {exc}") from None
+            # strict UTF-8: json.loads(bytes) would let encoded surrogates through to the engine
+            body = json.loads(b"".join(chunks).decode("utf-8"))
+        except ValueError as exc:  # bad JSON, bad UTF-8, an integer of 4300+ digits
+            raise GatewayError(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
+        except RecursionError:  # the decoder recurses once per nesting level
+            raise GatewayError(400, "request body is nested too deeply") from None
         if not isinstance(body, dict):
             raise GatewayError(400, "request body must be a JSON object")
         return body
@@ -341,6 +344,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     detail = exc.detail if isinstance(exc, HTTPException) else "internal error"
     return error_response(status, f"{request.method} {request.url.path}: {detail}")
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """A bug still answers OpenAI-shaped JSON (the traceback goes to the gateway's log)."""
+    return error_response(500, f"internal error in the gateway ({type(exc).__name__})")
 
 
 def _stream_error(exc: Exception) -> bytes:

@@ -6,6 +6,7 @@ Checking here first turns what llama-cpp-python would answer with a 500 into a c
 from __future__ import annotations
 
 import json
+import math
 
 from starlette.responses import JSONResponse
 
@@ -46,41 +47,114 @@ def error_response(
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
+# Numeric fields: (lowest, highest, integer). Bounds are the OpenAI API's, widened where an
+# engine accepts more (top_k -1 = off); values past them reach an engine as a 500 or worse.
+_NUMBERS: dict[str, tuple[float | None, float | None, bool]] = {
+    "temperature": (0, None, False),
+    "top_p": (0, 1, False),
+    "min_p": (0, 1, False),
+    "top_k": (-1, None, True),
+    "max_tokens": (1, 2**31 - 1, True),
+    "max_completion_tokens": (1, 2**31 - 1, True),
+    "n": (1, 128, True),
+    "seed": (None, None, True),
+    "presence_penalty": (-2, 2, False),
+    "frequency_penalty": (-2, 2, False),
+    "repeat_penalty": (0, None, False),
+    "top_logprobs": (0, 20, True),
+}
+assert set(SAMPLING_FIELDS) <= set(_NUMBERS)  # every mode default is checked when sent
+
+
 def validate_request(body: dict, chat: bool) -> None:
     """Raise GatewayError(400) for what an engine would reject or choke on."""
     if chat:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise GatewayError(400, "'messages' must be a non-empty array", "messages")
-        for index, message in enumerate(messages):
-            if not isinstance(message, dict) or message.get("role") not in _ROLES:
-                roles = ", ".join(sorted(_ROLES))
-                raise GatewayError(
-                    400, f"messages[{index}].role must be one of {roles}", "messages"
-                )
-            if not isinstance(message.get("content"), str | list | None):
-                raise GatewayError(
-                    400, f"messages[{index}].content must be text or parts", "messages"
-                )
+        _check_messages(body.get("messages"))
         if not isinstance(body.get("tools", []), list | None):
             raise GatewayError(400, "'tools' must be an array", "tools")
-    elif not isinstance(body.get("prompt"), str | list):
-        raise GatewayError(400, "'prompt' must be a string or an array", "prompt")
-    for key in (*SAMPLING_FIELDS, "max_tokens", "repeat_penalty"):
-        value = body.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise GatewayError(400, f"'{key}' must be a number", key)
-    if body.get("n") is not None and (
-        isinstance(body["n"], bool) or not isinstance(body["n"], int)
+    else:
+        _check_prompt(body.get("prompt"))
+    for key, bounds in _NUMBERS.items():
+        _check_number(key, body.get(key), *bounds)
+    stop = body.get("stop")
+    if not isinstance(stop, str | None) and not (
+        isinstance(stop, list) and all(isinstance(item, str) for item in stop)
     ):
-        raise GatewayError(400, "'n' must be an integer", "n")
-    if not isinstance(body.get("stop"), str | list | None):
         raise GatewayError(400, "'stop' must be a string or an array of strings", "stop")
-    if not isinstance(body.get("stream", False), bool):
+    logprobs = body.get("logprobs")
+    if chat and not isinstance(logprobs, bool | None):
+        raise GatewayError(400, "'logprobs' must be a boolean", "logprobs")
+    if not chat:
+        _check_number("logprobs", logprobs, 0, 20, True)
+    if not isinstance(body.get("stream"), bool | None):
         raise GatewayError(400, "'stream' must be a boolean", "stream")
+    if not isinstance(body.get("chat_template", ""), str):
+        raise GatewayError(400, "'chat_template' must be a string", "chat_template")
     kwargs = body.get("chat_template_kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise GatewayError(400, "'chat_template_kwargs' must be an object", "chat_template_kwargs")
+    if not isinstance((kwargs or {}).get("enable_thinking", False), bool):
+        raise GatewayError(
+            400, "'chat_template_kwargs.enable_thinking' must be a boolean", "chat_template_kwargs"
+        )
+    if not isinstance(body.get("response_format", {}), dict | None):
+        raise GatewayError(400, "'response_format' must be an object", "response_format")
+
+
+def _check_messages(messages: object) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise GatewayError(400, "'messages' must be a non-empty array", "messages")
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if not isinstance(role, str) or role not in _ROLES:  # a list or object is unhashable
+            roles = ", ".join(sorted(_ROLES))
+            raise GatewayError(400, f"messages[{index}].role must be one of {roles}", "messages")
+        content = message.get("content")
+        parts_ok = isinstance(content, list) and all(
+            isinstance(part, dict) and isinstance(part.get("type"), str) for part in content
+        )
+        if not (isinstance(content, str | None) or parts_ok):
+            raise GatewayError(
+                400,
+                f"messages[{index}].content must be text or an array of {{type, ...}} parts",
+                "messages",
+            )
+
+
+def _check_prompt(prompt: object) -> None:
+    def token_ids(value: object) -> bool:
+        return isinstance(value, list) and all(_is_int(item) for item in value)
+
+    if isinstance(prompt, str):
+        return
+    if (
+        isinstance(prompt, list)
+        and prompt
+        and all(isinstance(item, str) or _is_int(item) or token_ids(item) for item in prompt)
+    ):
+        return
+    raise GatewayError(
+        400, "'prompt' must be a string, an array of strings or of token ids", "prompt"
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_number(
+    key: str, value: object, low: float | None, high: float | None, integer: bool
+) -> None:
+    if value is None:
+        return
+    number_ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number_ok or not math.isfinite(value):  # type: ignore[arg-type]
+        raise GatewayError(400, f"'{key}' must be a finite number", key)
+    if integer and not float(value).is_integer():  # type: ignore[arg-type]
+        raise GatewayError(400, f"'{key}' must be an integer", key)
+    if (low is not None and value < low) or (high is not None and value > high):  # type: ignore[operator]
+        span = f"{low if low is not None else '-inf'} .. {high if high is not None else 'inf'}"
+        raise GatewayError(400, f"'{key}' must be in {span}, got {str(value)[:30]}", key)
 
 
 def upstream_error(status: int, content: bytes, headers: dict[str, str]) -> JSONResponse:

@@ -29,6 +29,13 @@ class RowError(ValueError):
     """A row that cannot be used, with the reason."""
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters: a row's value can be megabytes long, and the
+    error that quotes it must stay one readable line."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def detect_format(row: dict[str, Any]) -> str:
     if not isinstance(row, dict):
         raise RowError(f"a row must be a JSON object, got {type(row).__name__}")
@@ -44,8 +51,9 @@ def detect_format(row: dict[str, Any]) -> str:
         return "alpaca"
     if "text" in row:
         return "text"
+    keys = ", ".join(shown(key, 30) for key in sorted(row)[:8]) + (", ..." if len(row) > 8 else "")
     raise RowError(
-        f"cannot tell the format from the keys {sorted(row)}; expected messages, conversations, "
+        f"cannot tell the format from the keys [{keys}]; expected messages, conversations, "
         "instruction/output, problem/generated_solution or text"
     )
 
@@ -71,8 +79,10 @@ def _check_turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if not isinstance(message, dict):
             raise RowError(f"message {index} is not an object")
         role = message.get("role")
-        if role not in ROLES:
-            raise RowError(f"message {index} has role {role!r}; expected one of {sorted(ROLES)}")
+        if not isinstance(role, str) or role not in ROLES:  # a list or object is unhashable
+            raise RowError(
+                f"message {index} has role {shown(role)}; expected one of {sorted(ROLES)}"
+            )
         _text(message.get("content"), f"message {index} content")
     if not any(m["role"] == "assistant" for m in messages):
         raise RowError("the conversation has no assistant turn to learn from")
@@ -115,7 +125,7 @@ def from_sharegpt(row: dict[str, Any]) -> list[dict[str, Any]]:
             raise RowError(f"turn {index} is not an object")
         role = SHAREGPT_ROLES.get(str(turn.get("from", "")).lower())
         if role is None:
-            raise RowError(f"turn {index} is from {turn.get('from')!r}; expected human or gpt")
+            raise RowError(f"turn {index} is from {shown(turn.get('from'))}; expected human or gpt")
         value = _text(turn.get("value"), f"turn {index} value")
         messages.append(
             _assistant(value, None) if role == "assistant" else {"role": role, "content": value}

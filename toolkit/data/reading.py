@@ -65,12 +65,16 @@ def _read_jsonl(file: Path) -> Iterator[Located]:
                 yield Located(_Bad("not UTF-8 text"), where)
             except json.JSONDecodeError as exc:
                 yield Located(_Bad(f"not valid JSON ({exc.msg} at column {exc.colno})"), where)
+            except ValueError as exc:  # e.g. an integer of more than 4300 digits
+                yield Located(_Bad(f"not usable JSON ({str(exc)[:100]})"), where)
+            except RecursionError:  # the C decoder recurses once per nesting level
+                yield Located(_Bad("JSON nested too deeply to be a row"), where)
 
 
 def _read_json(file: Path) -> Iterator[Located]:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # JSON, UTF-8, 4300+ digit integers
         line = getattr(exc, "lineno", 1)
         raise TuneserveError(
             f"{file}:{line}: not valid JSON ({exc})", "fix the file, or use JSON Lines"
@@ -90,7 +94,11 @@ def _read_with_datasets(file: Path) -> Iterator[Located]:
             else Dataset.from_csv(str(file))
         )
     except Exception as exc:  # datasets raises many types for unreadable files
-        raise TuneserveError(f"{file}: cannot read it as {file.suffix[1:]} ({exc})") from None
+        kind = file.suffix[1:]
+        raise TuneserveError(
+            f"{file}: cannot read it as {kind} ({str(exc)[:200]})",
+            f"check that it is a {kind} file with a header and one row per example",
+        ) from None
     offset = 2 if file.suffix == ".csv" else 0
     for index, row in enumerate(table):
         row = {k: _maybe_json(v) for k, v in row.items()}
