@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
-import httpx
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -23,11 +24,11 @@ from prometheus_client import (
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
 from serve.engines.base import Engine
-from serve.engines.llamacpp import chat_to_completion, completion_chunk_to_chat, completion_to_chat
+from serve.engines.llamacpp import chat_to_completion, completion_to_chat
 from serve.modes import MODES, Mode, apply_defaults, resolve_mode, split_alias
 from serve.protocol import (
     MAX_BODY_BYTES,
@@ -37,8 +38,14 @@ from serve.protocol import (
     upstream_status,
     validate_request,
 )
-from serve.reasoning import ChunkSplitter, split_chat_response
+from serve.reasoning import split_chat_response
+from serve.streaming import EventStream, chat_events, engine_pieces, wait_disconnect
 from serve.supervisor import Supervisor
+from serve.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+
+logger = logging.getLogger(__name__)
+# The hot path: these skip Starlette's routing and middleware (see Gateway.__call__).
+_COMPLETION_PATHS = {"/v1/chat/completions": True, "/v1/completions": False}
 
 
 @dataclass
@@ -77,7 +84,10 @@ class _Prepared:
 
 
 class Gateway:
-    """The Starlette app over a set of ModelRoutes; `app` is the ASGI application."""
+    """The HTTP app over a set of ModelRoutes; `app` is the ASGI application.
+
+    Completions go straight from `__call__` to their handler; everything else through Starlette.
+    """
 
     def __init__(
         self,
@@ -88,7 +98,8 @@ class Gateway:
         self.routes = {route.name: route for route in routes}
         self.api_key = api_key or None  # an empty key (TUNESERVE_API_KEY="") means no key
         self.max_body_bytes = max_body_bytes
-        self.client: httpx.AsyncClient | None = None
+        # One pool of keep-alive engine connections for every upstream call.
+        self.upstreams = UpstreamPool()
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "tuneserve_requests",
@@ -116,7 +127,7 @@ class Gateway:
             restarts.labels(route.name).set_function(
                 lambda route=route: float(route.supervisor.restarts if route.supervisor else 0)
             )
-        self.app = Starlette(
+        self.router = Starlette(
             routes=[
                 HttpRoute("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 HttpRoute("/v1/completions", self.completions, methods=["POST"]),
@@ -127,15 +138,29 @@ class Gateway:
             lifespan=self._lifespan,
             exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
+        self.app = self  # the gateway is the ASGI application
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """The ASGI entry: completions skip Starlette's router and middleware (they wrap every
+        streamed chunk's `send`), all the rest goes through it."""
+        chat = _COMPLETION_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if chat is None or scope["method"] != "POST":
+            await self.router(scope, receive, send)
+            return
+        request = Request(scope, receive, send)
+        try:
+            response = await self._complete(request, chat)
+        except Exception as exc:
+            logger.exception("gateway error on %s", scope["path"])
+            response = await _internal_error(request, exc)
+        await response(scope, receive, send)
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        # One pooled client for every upstream call; no read timeout: generations can be long.
-        limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-        timeout = httpx.Timeout(connect=5.0, read=None, write=60.0, pool=None)
-        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-            self.client = client
+        try:
             yield
+        finally:
+            await self.upstreams.aclose()
 
     # --- plain endpoints -------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
@@ -280,63 +305,76 @@ class Gateway:
             prepared.thinking_closed = prompt.rstrip().endswith("</think>")
         return prepared
 
-    def _upstream_request(self, prepared: _Prepared) -> httpx.Request:
-        assert self.client is not None
-        headers = {"content-type": "application/json"}
+    async def _send_upstream(self, prepared: _Prepared) -> UpstreamResponse:
+        headers = {}
         if prepared.route.upstream_key:
             headers["authorization"] = f"Bearer {prepared.route.upstream_key}"
-        return self.client.build_request(
-            "POST",
-            prepared.route.upstream + prepared.path,
-            content=json.dumps(prepared.body),
-            headers=headers,
-        )
+        try:
+            return await self.upstreams.request(
+                prepared.route.upstream,
+                prepared.path,
+                json.dumps(prepared.body).encode(),
+                headers,
+            )
+        except UpstreamError as exc:
+            raise self._engine_down(prepared, exc) from None
 
     def _engine_down(self, prepared: _Prepared, exc: Exception) -> GatewayError:
+        cause = exc.__cause__ if isinstance(exc, UpstreamError) and exc.__cause__ else exc
         return GatewayError(
             503,
             f"the engine for {prepared.route.name!r} is unreachable "
-            f"({type(exc).__name__}); it is being restarted",
+            f"({type(cause).__name__}); it is being restarted",
         )
 
-    async def _forward(self, request: Request, prepared: _Prepared) -> Response:
-        assert self.client is not None
-        send = asyncio.ensure_future(self.client.send(self._upstream_request(prepared)))
-        watch = asyncio.ensure_future(_wait_disconnect(request))
+    async def _fetch(self, prepared: _Prepared) -> tuple[int, bytes]:
+        upstream = await self._send_upstream(prepared)
         try:
-            await asyncio.wait({send, watch}, return_when=asyncio.FIRST_COMPLETED)
+            return upstream.status_code, await upstream.read()
+        except UpstreamError as exc:
+            raise self._engine_down(prepared, exc) from None
+
+    async def _forward(self, request: Request, prepared: _Prepared) -> Response:
+        call = asyncio.ensure_future(self._fetch(prepared))
+        watch = asyncio.ensure_future(wait_disconnect(request.receive))
+        try:
+            await asyncio.wait({call, watch}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             watch.cancel()
-        if not send.done():  # the client went away: cancel the engine's work
-            send.cancel()
+        if not call.done():  # the client went away: closing the connection stops the engine
+            call.cancel()
             return error_response(499, "client closed the request")
-        try:
-            upstream = send.result()
-        except httpx.TransportError as exc:
-            raise self._engine_down(prepared, exc) from None
-        if upstream.status_code != 200:
-            status = upstream_status(upstream.status_code, upstream.content)
-            return upstream_error(status, upstream.content, prepared.headers)
-        data = upstream.json()
-        if prepared.chat:
-            if prepared.rendered:
-                data = completion_to_chat(data)
-            data = split_chat_response(data, prepared.in_reasoning, prepared.thinking_closed)
+        status, content = call.result()
+        if status != 200:
+            status = upstream_status(status, content)
+            return upstream_error(status, content, prepared.headers)
+        if not prepared.chat:  # nothing to change: the engine's bytes as they are
+            return Response(content, media_type="application/json", headers=prepared.headers)
+        data = json.loads(content)
+        if prepared.rendered:
+            data = completion_to_chat(data)
+        data = split_chat_response(data, prepared.in_reasoning, prepared.thinking_closed)
         return JSONResponse(data, headers=prepared.headers)
 
     async def _stream(self, request: Request, prepared: _Prepared) -> Response:
-        assert self.client is not None
-        try:
-            upstream = await self.client.send(self._upstream_request(prepared), stream=True)
-        except httpx.TransportError as exc:
-            raise self._engine_down(prepared, exc) from None
+        upstream = await self._send_upstream(prepared)
         if upstream.status_code != 200:
-            content = await upstream.aread()
-            await upstream.aclose()
+            try:
+                content = await upstream.read()
+            except UpstreamError as exc:
+                raise self._engine_down(prepared, exc) from None
             status = upstream_status(upstream.status_code, content)
             return upstream_error(status, content, prepared.headers)
-        body = _chat_events(upstream, prepared) if prepared.chat else _raw(upstream)
-        return StreamingResponse(body, media_type="text/event-stream", headers=prepared.headers)
+        pieces = engine_pieces(upstream)
+        if prepared.chat:
+            pieces = chat_events(
+                pieces,
+                rendered=prepared.rendered,
+                in_reasoning=prepared.in_reasoning,
+                thinking_closed=prepared.thinking_closed,
+                single_choice=prepared.body.get("n") in (None, 1),
+            )
+        return EventStream(pieces, prepared.headers, close=upstream.close)  # type: ignore[return-value]
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -349,55 +387,3 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _internal_error(request: Request, exc: Exception) -> Response:
     """A bug still answers OpenAI-shaped JSON (the traceback goes to the gateway's log)."""
     return error_response(500, f"internal error in the gateway ({type(exc).__name__})")
-
-
-def _stream_error(exc: Exception) -> bytes:
-    """An error event for a stream the engine broke off (the status line is already sent)."""
-    error = {
-        "message": f"the engine stopped mid-stream ({type(exc).__name__})",
-        "type": "service_unavailable",
-        "param": None,
-        "code": None,
-    }
-    return f"data: {json.dumps({'error': error})}\n\n".encode()
-
-
-async def _wait_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _raw(upstream: httpx.Response):  # noqa: ANN202
-    try:
-        async for chunk in upstream.aiter_raw():
-            yield chunk
-    except httpx.TransportError as exc:
-        yield _stream_error(exc)
-    finally:
-        await upstream.aclose()  # also when the client went away: the engine stops generating
-
-
-async def _chat_events(upstream: httpx.Response, prepared: _Prepared):  # noqa: ANN202
-    splitter = ChunkSplitter(prepared.in_reasoning, prepared.thinking_closed)
-    first = True
-    try:
-        async for line in upstream.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == "[DONE]":
-                yield b"data: [DONE]\n\n"
-                continue
-            try:
-                chunk = json.loads(payload)
-            except json.JSONDecodeError:
-                yield f"data: {payload}\n\n".encode()
-                continue
-            if prepared.rendered and "choices" in chunk:
-                chunk = completion_chunk_to_chat(chunk, first)
-                first = False
-            yield f"data: {json.dumps(splitter.rewrite(chunk))}\n\n".encode()
-    except httpx.TransportError as exc:
-        yield _stream_error(exc)
-    finally:
-        await upstream.aclose()

@@ -43,6 +43,11 @@ class ThinkSplitter:
         elif self.thinking_closed:
             self._state = "content"
 
+    @property
+    def settled(self) -> bool:
+        """Past any think block with nothing held back: every later piece is content as is."""
+        return self._state == "content" and not self._buffer
+
     def feed(self, text: str) -> tuple[str, str]:
         self._buffer += text
         reasoning, content = [], []
@@ -153,6 +158,10 @@ class ChunkSplitter:
         self.in_reasoning = in_reasoning
         self.thinking_closed = thinking_closed
         self._splitters: dict[int, ThinkSplitter] = {}
+
+    def settled(self) -> bool:
+        """True once every choice seen is past its think block (see ThinkSplitter.settled)."""
+        return bool(self._splitters) and all(s.settled for s in self._splitters.values())
 
     def rewrite(self, chunk: dict) -> dict:
         choices = chunk.get("choices")

@@ -1,4 +1,8 @@
-"""llama.cpp engine: native `llama-server` when on PATH, else llama-cpp-python's server.
+"""llama.cpp engine: native `llama-server` when there is one, else llama-cpp-python's server.
+
+Which native binary: $TUNESERVE_LLAMA_SERVER (a path; `off` forces llama-cpp-python's server),
+else `llama-server` on PATH, else the one `make install` built and cached
+(serve/engines/build_llama_server.py).
 
 llama-cpp-python's server takes `chat_template_kwargs` only at load time, so for a template
 that knows `enable_thinking` the gateway renders the template itself (per request) and calls
@@ -32,11 +36,12 @@ class LlamaCppEngine(Engine):
 
     kind: ClassVar[str] = "llamacpp"
 
-    @property
+    @cached_property
     def native_binary(self) -> str | None:
-        return os.environ.get("TUNESERVE_LLAMA_SERVER") or shutil.which("llama-server")
+        # decided once per engine: the gateway asks `renders_chat` on every request
+        return native_llama_server()
 
-    @property
+    @cached_property
     def renders_chat(self) -> bool:  # type: ignore[override]
         return self.native_binary is None and template_knows_thinking(self.chat_template())
 
@@ -47,7 +52,10 @@ class LlamaCppEngine(Engine):
             argv = [binary, "-m", str(self.model_path), "--host", self.host]
             argv += ["--port", str(self.port), "--alias", self.name, "--jinja"]
             argv += ["--parallel", str(self.parallel), "-c", str(self.n_ctx * self.parallel)]
-            argv += ["--threads", threads, "--metrics", "--reasoning-format", "none"]
+            argv += ["--threads", threads, "--cont-batching", "--metrics", "--no-webui"]
+            # <think> text stays in the content: the gateway splits it the same way for every
+            # engine, and knows when the template already closed the think block.
+            argv += ["--reasoning-format", "none"]
             return argv + (["--api-key", self.api_key] if self.api_key else [])
         argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path)]
         argv += ["--model_alias", self.name, "--host", self.host, "--port", str(self.port)]
@@ -110,6 +118,20 @@ class LlamaCppEngine(Engine):
             bos_token=self._metadata["bos_token"],
             eos_token=self._metadata["eos_token"],
         )
+
+
+def native_llama_server() -> str | None:
+    """The native llama-server to run, or None for llama-cpp-python's server (see above)."""
+    chosen = os.environ.get("TUNESERVE_LLAMA_SERVER")
+    if chosen:
+        return None if chosen.lower() == "off" else chosen
+    on_path = shutil.which("llama-server")
+    if on_path:
+        return on_path
+    from serve.engines.build_llama_server import find_cached
+
+    cached = find_cached()
+    return str(cached) if cached else None
 
 
 def chat_to_completion(body: dict, prompt: str) -> dict:
