@@ -1,5 +1,10 @@
 """Session fixtures for serving tests: a real gateway over real llama.cpp engines (SmolLM2 and a
-tiny Qwen3-shaped model), and a recording proxy that shows what reached the engine."""
+tiny Qwen3-shaped model), and a recording proxy that shows what reached the engine.
+
+Which llama.cpp: the gateway tests run once per backend, `native` (llama-server, when one is on
+PATH, in $TUNESERVE_LLAMA_SERVER or built by `make install`) and `python` (llama-cpp-python's
+server, the fallback), so both paths stay covered. TUNESERVE_TEST_LLAMA=native|python runs one.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
 from serve.app import Served, serve_models
+from serve.engines.llamacpp import native_llama_server
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "test-key"
@@ -108,19 +115,68 @@ def _run_in_thread(app) -> tuple[str, object, threading.Thread]:  # noqa: ANN001
     return f"http://127.0.0.1:{port}", server, thread
 
 
+NATIVE = native_llama_server()
+
+
+def llama_backends() -> list:
+    """`native` and `python`, or the one TUNESERVE_TEST_LLAMA names; `native` is skipped with
+    the reason when no llama-server exists (see serve/engines/build_llama_server.py)."""
+    chosen = os.environ.get("TUNESERVE_TEST_LLAMA", "native,python").split(",")
+    missing = pytest.mark.skip(
+        reason="no native llama-server: `python -m serve.engines.build_llama_server` builds it"
+    )
+    return [
+        pytest.param(name, marks=missing if name == "native" and NATIVE is None else ())
+        for name in ("native", "python")
+        if name in chosen
+    ]
+
+
+def pytest_report_header() -> str:
+    return f"llama.cpp engines: native={NATIVE or 'none'}, python=llama-cpp-python's server"
+
+
+@pytest.fixture(scope="session", params=llama_backends())
+def llama_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@contextmanager
+def llama_engines(backend: str) -> Iterator[None]:
+    """llama.cpp engines created inside the block run on `backend` (each decides once, at
+    start); the environment is put back after, so other tests keep the default choice."""
+    previous = os.environ.get("TUNESERVE_LLAMA_SERVER")
+    os.environ["TUNESERVE_LLAMA_SERVER"] = NATIVE if backend == "native" else "off"  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TUNESERVE_LLAMA_SERVER", None)
+        else:
+            os.environ["TUNESERVE_LLAMA_SERVER"] = previous
+
+
 @pytest.fixture(scope="session")
 def gateway(
-    base_gguf: Path, qwen3_gguf: Path, tmp_path_factory: pytest.TempPathFactory
+    llama_backend: str,
+    base_gguf: Path,
+    qwen3_gguf: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Served]:
     """`smol` (SmolLM2, chat template without thinking) and `qwen` (tiny Qwen3) behind one
     gateway with an API key, each engine reached through a recording proxy."""
     recorder = Recorder()
     recorder.url, server, thread = _run_in_thread(recorder.app())
-    with serve_models(
-        [f"smol={base_gguf}", f"qwen={qwen3_gguf}"],
-        api_key=API_KEY,
-        log_dir=tmp_path_factory.mktemp("logs"),
-    ) as served:
+    with ExitStack() as stack:
+        with llama_engines(llama_backend):
+            served = stack.enter_context(
+                serve_models(
+                    [f"smol={base_gguf}", f"qwen={qwen3_gguf}"],
+                    api_key=API_KEY,
+                    log_dir=tmp_path_factory.mktemp("logs"),
+                )
+            )
+        served.backend = llama_backend  # type: ignore[attr-defined]
         for name, route in served.gateway.routes.items():
             recorder.targets[name] = route.upstream
             route.upstream = f"{recorder.url}/{name}"
