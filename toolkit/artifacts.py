@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -12,6 +13,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from toolkit.errors import TuneserveError
 
 MODELS_DIR_ENV = "TUNESERVE_MODELS_DIR"
 BASE_DIR_ENV = "TUNESERVE_BASE_DIR"
@@ -33,20 +36,56 @@ def run_dir(name: str) -> Path:
     return models_dir() / "runs" / name
 
 
+DISK_FULL_SIGNS = ("No space left on device", "StorageFull", "Disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC/EDQUOT, as an OSError or as the text of writers that wrap it (safetensors' Rust
+    IoError, the GGUF converter's stderr)."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return any(sign in str(exc) for sign in DISK_FULL_SIGNS)
+
+
+# Less free space than this beside a writer's partial output, when the writer failed, means it
+# ran out of disk: writers write blocks of MiBs, and a failed write leaves the disk all but full.
+DISK_FULL_SLACK = 16 * 2**20
+
+
+def ran_out_of_disk(folder: Path, output: str = "") -> bool:
+    """For writers that do not say ENOSPC (numpy's "N requested and M written", llama.cpp's
+    quantizer, which logs to stderr only): call before their partial output is removed."""
+    if any(sign in output for sign in DISK_FULL_SIGNS):
+        return True
+    return shutil.disk_usage(folder).free < DISK_FULL_SLACK
+
+
+def disk_full_error(path: Path) -> TuneserveError:
+    """The one-line error for a write that ran out of disk (its partial output already removed)."""
+    return TuneserveError(
+        f"no space left on device while writing {path}; nothing partial was kept",
+        "free some disk space (or point TUNESERVE_MODELS_DIR at a larger disk) and re-run",
+    )
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file beside `path`, fsync, then rename: readers see old or new, never half."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644 & ~_umask())  # mkstemp creates 0600; artifacts are ordinary files
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if is_disk_full(exc):
+            raise disk_full_error(path) from exc
         raise
 
 
@@ -77,8 +116,10 @@ def atomic_dir(final: Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(exc) and not isinstance(exc, TuneserveError):
+            raise disk_full_error(final) from exc
         raise
 
 

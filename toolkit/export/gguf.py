@@ -13,6 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from toolkit.artifacts import disk_full_error, ran_out_of_disk
 from toolkit.errors import TuneserveError
 
 CONVERTER_TYPES = {"f32", "f16", "bf16", "q8_0"}
@@ -63,6 +64,8 @@ def convert_hf(hf_dir: Path, out: Path, outtype: str) -> Path:
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         if done.returncode != 0:
+            if ran_out_of_disk(tmp.parent, done.stderr or ""):
+                raise disk_full_error(out)
             tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
             raise TuneserveError(
                 f"GGUF conversion of {hf_dir} failed:\n{tail}",
@@ -89,6 +92,8 @@ def quantize(source: Path, out: Path, quant: str, threads: int = 0) -> Path:
     try:
         status = llama_cpp.llama_model_quantize(str(source).encode(), str(tmp).encode(), params)
         if status != 0:
+            if ran_out_of_disk(tmp.parent):  # llama.cpp logged the reason to stderr only
+                raise disk_full_error(out)
             raise TuneserveError(
                 f"llama.cpp could not quantize {source} to {quant} (status {status})"
             )
