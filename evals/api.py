@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from evals.compare import model_stats, paired_stats
+from evals.judge import JudgeConfig
 from evals.report import as_json, write_report
 from evals.runner import Answer, ResponseCache, run_items
 from evals.scorers import resolve_scorer, similarity
@@ -25,18 +27,22 @@ class EvalReport:
 
 
 def score_answers(
-    suites: list[Suite], answers: list[Answer]
+    suites: list[Suite],
+    answers: list[Answer],
+    judged: dict[tuple[str, str, str], float] | None = None,
 ) -> dict[tuple[str, str], dict[str, float]]:
-    """(suite, model) -> {item id: score}; an errored request scores 0."""
+    """(suite, model) -> {item id: score}; an errored request scores 0; `judge` items take
+    their grade from `judged` ((suite, model, item) -> grade)."""
     items = {(s.name, i.id): i for s in suites for i in s.items}
     scores: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for answer in answers:
         item = items[(answer.suite, answer.item)]
-        score = (
-            0.0
-            if answer.error
-            else float(resolve_scorer(item.scorer)(answer.output, item.expected))
-        )
+        if answer.error:
+            score = 0.0
+        elif item.scorer == "judge":
+            score = (judged or {}).get((answer.suite, answer.model, answer.item), 0.0)
+        else:
+            score = float(resolve_scorer(item.scorer)(answer.output, item.expected))
         scores[(answer.suite, answer.model)][item.id] = score
     return scores
 
@@ -54,12 +60,22 @@ def run_eval(
     seed: int = 0,
     timeout: float = 120.0,
     progress: bool = True,
+    on_answer: Callable[[int, int], None] | None = None,
+    model_versions: dict[str, str] | None = None,
+    judge: JudgeConfig | None = None,
 ) -> EvalReport:
+    """Ask every item of `suites` of every model, score, compare with the first model, report.
+
+    `model_versions` names what each model is (e.g. an export hash) so the response cache never
+    answers a changed model; `judge` holds the default endpoint of the judge scorer.
+    """
+    from evals.judge import check_judges, judge_answers
     from toolkit.artifacts import run_dir
 
     run_folder = run_dir(run) if run else None
     loaded = [resolve_suite(spec, run_folder) for spec in suites]
-    cache_path = (report_dir / "responses.jsonl") if report_dir else None
+    check_judges(loaded, judge or JudgeConfig(), base_url, api_key)
+    cache = ResponseCache((report_dir / "responses.jsonl") if report_dir else None)
     answers = asyncio.run(
         run_items(
             loaded,
@@ -70,11 +86,31 @@ def run_eval(
             max_tokens=max_tokens,
             seed=seed,
             timeout=timeout,
-            cache=ResponseCache(cache_path),
+            cache=cache,
             progress=progress,
+            on_answer=on_answer,
+            model_versions=model_versions,
         )
     )
-    scores = score_answers(loaded, answers)
+    judged, problems = judge_answers(
+        loaded,
+        answers,
+        defaults=judge or JudgeConfig(),
+        eval_base_url=base_url,
+        eval_key=api_key,
+        cache=cache,
+        concurrency=concurrency,
+        seed=seed,
+        timeout=timeout,
+    )
+    # An answer the judge could not grade counts as an error of that item (scored 0).
+    answers = [
+        replace(a, error=problems[(a.suite, a.model, a.item)])
+        if (a.suite, a.model, a.item) in problems
+        else a
+        for a in answers
+    ]
+    scores = score_answers(loaded, answers, judged)
     by_key: dict[tuple[str, str], list[Answer]] = defaultdict(list)
     for answer in answers:
         by_key[(answer.suite, answer.model)].append(answer)

@@ -54,6 +54,14 @@ import click
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(1, 1024))
 @click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1, 32768))
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--judge-base-url", default=None, help="Endpoint of the judge scorer (default: --base-url)."
+)
+@click.option("--judge-model", default=None, help="Model that grades `judge`-scored items.")
+@click.option(
+    "--judge-api-key", default=None, envvar="TUNESERVE_JUDGE_API_KEY", help="Key for the judge."
+)
+@click.option("--judge-rubric", default=None, help="Default rubric for `judge` items without one.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_command(
     suites: tuple[str, ...],
@@ -67,6 +75,10 @@ def eval_command(
     concurrency: int,
     max_tokens: int,
     seed: int,
+    judge_base_url: str | None,
+    judge_model: str | None,
+    judge_api_key: str | None,
+    judge_rubric: str | None,
     as_json: bool,
 ) -> None:
     """Run eval suites against models behind any OpenAI-compatible endpoint and compare them.
@@ -75,9 +87,13 @@ def eval_command(
     Example:
       tuneserve eval --suite heldout --suite guard --model base --model tuned \\
         --run demo --base-url http://127.0.0.1:8000/v1 --report eval/ --fail-on-regression 0.05
+
+    Items scored `judge` are graded by --judge-model at --judge-base-url (or the item's own
+    `judge` object), through the same client and cache.
     """
     from evals.api import run_eval
     from evals.gate import regressions
+    from evals.judge import JudgeConfig
     from evals.report import load_report, render_markdown
     from toolkit.cli import print_json
     from toolkit.errors import CheckFailed
@@ -94,6 +110,9 @@ def eval_command(
         max_tokens=max_tokens,
         seed=seed,
         progress=not as_json,
+        judge=JudgeConfig(
+            base_url=judge_base_url, model=judge_model, api_key=judge_api_key, rubric=judge_rubric
+        ),
     )
     if as_json:
         print_json(report.data)

@@ -1,8 +1,11 @@
-"""The runner: every item through `openai.AsyncOpenAI`, bounded concurrency, retries, a disk cache.
+"""The runner: every request through one `openai.AsyncOpenAI`, bounded concurrency, a disk cache.
 
-The cache is append-only JSON Lines keyed by a hash of (model, request): an interrupted eval
-resumes where it stopped and a repeated one sends nothing. Retries with backoff on 429/5xx and
-connection errors are the openai client's own (max_retries).
+The cache is append-only JSON Lines keyed by a hash of (model, request, model version): an
+interrupted eval resumes where it stopped and a repeated one sends nothing. Retries with
+backoff on 429/5xx and connection errors are the openai client's own (max_retries).
+Per-request work is kept small so the harness never limits the engine's throughput
+(benchmarks/eval_throughput.py): one pooled connection per worker, answers read from the raw
+JSON, cache lines written in batches.
 """
 
 from __future__ import annotations
@@ -11,11 +14,14 @@ import asyncio
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evals.suite import Item, Suite
+
+FLUSH_SECONDS = 0.25  # a kill loses at most this much of finished work (it is re-asked)
 
 
 @dataclass
@@ -30,6 +36,18 @@ class Answer:
     error: str | None = None
 
 
+@dataclass
+class Job:
+    """One request to send; `index` is its place in the result list."""
+
+    index: int
+    model: str
+    suite: str
+    item: str
+    request: dict[str, Any]
+    key: str
+
+
 def request_for(item: Item, model: str, max_tokens: int, seed: int) -> dict[str, Any]:
     request: dict[str, Any] = {
         "model": model,
@@ -40,20 +58,24 @@ def request_for(item: Item, model: str, max_tokens: int, seed: int) -> dict[str,
     if item.temperature is not None:
         request["temperature"] = item.temperature
     if item.mode is not None:
-        request["extra_body"] = {
-            "chat_template_kwargs": {"enable_thinking": item.mode == "thinking"}
-        }
+        request["chat_template_kwargs"] = {"enable_thinking": item.mode == "thinking"}
     return request
 
 
-def cache_key(request: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()
+def cache_key(request: dict[str, Any], version: str = "") -> str:
+    """`version` names what answers (e.g. a model's export hash), so a new model is re-asked."""
+    text = json.dumps(request, sort_keys=True, separators=(",", ":")) + version
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 class ResponseCache:
+    """Answers by key, loaded from and appended to a JSONL file; lines cut by a kill are skipped."""
+
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self.entries: dict[str, dict[str, Any]] = {}
+        self.pending: list[str] = []
+        self.flushed_at = time.monotonic()
         if path and path.is_file():
             for line in path.read_text().splitlines():
                 try:
@@ -65,40 +87,105 @@ class ResponseCache:
     def get(self, key: str) -> dict[str, Any] | None:
         return self.entries.get(key)
 
-    def put(self, key: str, answer: Answer) -> None:
-        self.entries[key] = asdict(answer)
-        if self.path is None:
+    def put(self, key: str, answer: dict[str, Any]) -> None:
+        self.entries[key] = answer
+        if self.path is not None:
+            self.pending.append(json.dumps({"key": key, "answer": answer}) + "\n")
+            if time.monotonic() - self.flushed_at >= FLUSH_SECONDS:
+                self.flush()
+
+    def flush(self) -> None:
+        """One write for every answer since the last flush (a write per answer costs more
+        than the request on a fast engine)."""
+        self.flushed_at = time.monotonic()
+        if not self.pending or self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a") as handle:
-            handle.write(json.dumps({"key": key, "answer": asdict(answer)}) + "\n")
-            handle.flush()
+            handle.write("".join(self.pending))
+        self.pending.clear()
 
 
-async def ask(client: Any, request: dict[str, Any], model: str, suite: str, item: str) -> Answer:
+def make_client(base_url: str, api_key: str | None, timeout: float, concurrency: int) -> Any:
+    """One AsyncOpenAI for the whole run over a connection pool sized to the concurrency."""
+    import httpx
+    import openai
+
+    pool = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return openai.AsyncOpenAI(
+        base_url=base_url,
+        api_key=api_key or "none",
+        timeout=timeout,
+        max_retries=4,
+        http_client=openai.DefaultAsyncHttpxClient(limits=pool, timeout=timeout),
+    )
+
+
+async def ask(client: Any, job: Job) -> Answer:
+    """Send one chat completion; an API error becomes an Answer with `error` set."""
+    import httpx
     import openai
 
     started = time.perf_counter()
     try:
-        response = await client.chat.completions.create(**request)
-    except openai.APIError as exc:
+        # The client's own request path (auth, retries with backoff, timeouts, status errors),
+        # without building typed models for the request and the reply: only three fields of
+        # the reply are read, and the typed round trip cost more than the request itself.
+        response = await client.post("/chat/completions", body=job.request, cast_to=httpx.Response)
+        reply = json.loads(response.content)
+        message = reply["choices"][0]["message"]
+    except (openai.APIError, ValueError, KeyError, IndexError, TypeError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
         return Answer(
-            model,
-            suite,
-            item,
-            "",
-            None,
-            time.perf_counter() - started,
-            0,
-            f"{type(exc).__name__}: {exc}",
+            job.model, job.suite, job.item, "", None, time.perf_counter() - started, 0, error
         )
-    message = response.choices[0].message
-    extra = message.model_extra or {}
-    reasoning = extra.get("reasoning_content") or extra.get("reasoning")
-    tokens = response.usage.completion_tokens if response.usage else 0
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    tokens = (reply.get("usage") or {}).get("completion_tokens") or 0
+    latency = time.perf_counter() - started
     return Answer(
-        model, suite, item, message.content or "", reasoning, time.perf_counter() - started, tokens
+        job.model, job.suite, job.item, message.get("content") or "", reasoning, latency, tokens
     )
+
+
+async def run_jobs(
+    jobs: list[Job],
+    client: Any,
+    *,
+    concurrency: int,
+    cache: ResponseCache,
+    on_answer: Callable[[int, int], None] | None = None,
+) -> list[Answer]:
+    """Answer every job, from the cache where it can; `concurrency` workers share the client."""
+    answers: list[Answer | None] = [None] * len(jobs)
+    queue: list[Job] = []
+    done = 0
+    for job in jobs:
+        cached = cache.get(job.key)
+        if cached is not None and cached.get("error") is None:
+            answers[job.index] = Answer(**cached)
+            done += 1
+        else:
+            queue.append(job)
+    if on_answer is not None:
+        on_answer(done, len(jobs))
+    pending = iter(queue)
+
+    async def worker() -> None:
+        nonlocal done
+        for job in pending:  # a shared iterator: each job goes to exactly one worker
+            answer = await ask(client, job)
+            if answer.error is None:
+                cache.put(job.key, answer.__dict__.copy())
+            answers[job.index] = answer
+            done += 1
+            if on_answer is not None:
+                on_answer(done, len(jobs))
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(queue)))))
+    finally:
+        cache.flush()
+    return [a for a in answers if a is not None]
 
 
 async def run_items(
@@ -113,37 +200,30 @@ async def run_items(
     timeout: float,
     cache: ResponseCache,
     progress: bool = True,
+    on_answer: Callable[[int, int], None] | None = None,
+    model_versions: dict[str, str] | None = None,
 ) -> list[Answer]:
-    import openai
-
-    client = openai.AsyncOpenAI(
-        base_url=base_url, api_key=api_key or "none", timeout=timeout, max_retries=4
-    )
-    limit = asyncio.Semaphore(concurrency)
-    jobs = [(model, suite, item) for model in models for suite in suites for item in suite.items]
-    answers: list[Answer | None] = [None] * len(jobs)
+    versions = model_versions or {}
+    jobs = []
+    for model in models:
+        for suite in suites:
+            for item in suite.items:
+                request = request_for(item, model, max_tokens, seed)
+                key = cache_key(request, versions.get(model, ""))
+                jobs.append(Job(len(jobs), model, suite.name, item.id, request, key))
     bar = _progress(len(jobs), progress)
 
-    async def one(index: int, model: str, suite: Suite, item: Item) -> None:
-        request = request_for(item, model, max_tokens, seed)
-        key = cache_key(request)
-        cached = cache.get(key)
-        if cached is not None and cached.get("error") is None:
-            answers[index] = Answer(**cached)
-        else:
-            async with limit:
-                answer = await ask(client, request, model, suite.name, item.id)
-            if answer.error is None:
-                cache.put(key, answer)
-            answers[index] = answer
-        bar.advance()
+    def report(done: int, total: int) -> None:
+        bar.update(done)
+        if on_answer is not None:
+            on_answer(done, total)
 
+    client = make_client(base_url, api_key, timeout, concurrency)
     try:
-        await asyncio.gather(*(one(i, m, s, it) for i, (m, s, it) in enumerate(jobs)))
+        return await run_jobs(jobs, client, concurrency=concurrency, cache=cache, on_answer=report)
     finally:
         bar.stop()
         await client.close()
-    return [a for a in answers if a is not None]
 
 
 class _progress:
@@ -170,13 +250,14 @@ class _progress:
             self.bar.start()
             self.task = self.bar.add_task("eval", total=total, rate="-")
             self.started = time.perf_counter()
-            self.done = 0
+            self.first: int | None = None
 
-    def advance(self) -> None:
+    def update(self, done: int) -> None:
         if self.bar is not None:
-            self.done += 1
-            rate = self.done / max(time.perf_counter() - self.started, 1e-9)
-            self.bar.update(self.task, advance=1, rate=f"{rate:.1f}")
+            if self.first is None:  # answers from the cache are not part of the rate
+                self.first = done
+            rate = (done - self.first) / max(time.perf_counter() - self.started, 1e-9)
+            self.bar.update(self.task, completed=done, rate=f"{rate:.1f}")
 
     def stop(self) -> None:
         if self.bar is not None:

@@ -1,6 +1,7 @@
 """Scorers: (output, expected) -> score in [0, 1]. Pure functions, looked up by name.
 
-`module:function` names a custom scorer with the same signature.
+`module:function` names a custom scorer with the same signature. `judge` is the one scorer
+that is not a pure function: another model grades the answer (evals/judge.py).
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ BUILTIN: dict[str, Scorer] = {
     "json_schema": json_schema,
     "similarity": similarity,
 }
+
+
+# Scored by another model through the runner (evals/judge.py), not by a pure function.
+JUDGED = {"judge"}
 
 
 def resolve_scorer(name: str) -> Scorer:

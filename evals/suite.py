@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from evals.judge import JudgeConfig
 from toolkit.errors import TuneserveError
 
 BUILTIN_DIR = Path(__file__).with_name("suites")
@@ -23,6 +24,7 @@ class Item(BaseModel):
     mode: Literal["thinking", "chat"] | None = None
     max_tokens: int | None = Field(None, gt=0, le=32768)
     temperature: float | None = Field(None, ge=0, le=2)
+    judge: JudgeConfig | None = None  # where the `judge` scorer asks (else the --judge-* flags)
 
     @field_validator("messages")
     @classmethod
@@ -37,11 +39,12 @@ class Item(BaseModel):
     @field_validator("scorer")
     @classmethod
     def _known(cls, name: str) -> str:
-        from evals.scorers import BUILTIN
+        from evals.scorers import BUILTIN, JUDGED
 
-        if name not in BUILTIN and ":" not in name:
+        if name not in BUILTIN and name not in JUDGED and ":" not in name:
             raise ValueError(
-                f"unknown scorer {name!r}; use one of {sorted(BUILTIN)} or module:function"
+                f"unknown scorer {name!r}; use one of {sorted([*BUILTIN, *JUDGED])} "
+                "or module:function"
             )
         return name
 

@@ -1,0 +1,196 @@
+"""The `judge` scorer: another model, behind any OpenAI-compatible endpoint, grades an answer.
+
+Where it asks (base URL, model, key) comes from the suite item's `judge` object, else the
+`--judge-*` flags, else the endpoint under evaluation. Requests go through the same runner
+(and so the same client, retries and response cache) as the answers they grade; the judge
+replies with `VERDICT: PASS|FAIL` (or `SCORE: n` out of `scale`), parsed leniently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from toolkit.errors import TuneserveError
+
+DEFAULT_RUBRIC = (
+    "The answer responds to the question correctly and completely; when a reference answer is "
+    "given, it agrees with the reference (wording may differ)."
+)
+THINK = re.compile(r"<think>.*?(</think>|$)", re.DOTALL | re.IGNORECASE)
+VERDICT = re.compile(r"verdict\W{0,3}\s*(pass|fail)\b", re.IGNORECASE)
+SCORE = re.compile(
+    r"score\W{0,3}\s*([-+]?\d+(?:\.\d+)?)(?:\s*(?:/|out of)\s*(\d+(?:\.\d+)?))?", re.IGNORECASE
+)
+PASS_WORDS = {"pass", "passed", "correct", "yes", "acceptable"}
+FAIL_WORDS = {"fail", "failed", "incorrect", "wrong", "no", "unacceptable"}
+
+
+class JudgeConfig(BaseModel):
+    """The `judge` object of a suite item; unset fields fall back to the command line."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    api_key_env: str | None = Field(None, description="name of the variable holding the key")
+    rubric: str | None = None
+    scale: int | None = Field(None, gt=0, le=100, description="unset: PASS/FAIL; n: SCORE 0..n")
+    max_tokens: int = Field(256, gt=0, le=32768)
+
+
+@dataclass(frozen=True)
+class JudgeEndpoint:
+    base_url: str
+    model: str
+    api_key: str | None
+
+
+def resolve_endpoint(
+    config: JudgeConfig | None, defaults: JudgeConfig, eval_base_url: str, eval_key: str | None
+) -> JudgeEndpoint:
+    """Item fields win over flags; the endpoint under evaluation is the last resort for the URL."""
+    item = config or JudgeConfig()
+    model = item.model or defaults.model
+    if not model:
+        raise TuneserveError(
+            "the judge scorer needs a judge model",
+            "set `judge.model` in the suite item or pass --judge-model NAME",
+        )
+    base_url = item.base_url or defaults.base_url or eval_base_url
+    key_env = item.api_key_env or defaults.api_key_env
+    key = item.api_key or (os.environ.get(key_env) if key_env else None) or defaults.api_key
+    if key is None and base_url == eval_base_url:
+        key = eval_key
+    return JudgeEndpoint(base_url.rstrip("/"), model, key)
+
+
+def check_judges(
+    suites: list[Any], defaults: JudgeConfig, eval_base_url: str, eval_key: str | None
+) -> None:
+    """Fail before anything is asked when a `judge` item has no judge model to ask."""
+    for suite in suites:
+        for item in suite.items:
+            if item.scorer == "judge":
+                resolve_endpoint(item.judge, defaults, eval_base_url, eval_key)
+
+
+def judge_messages(
+    question: list[dict[str, Any]], answer: str, expected: Any, rubric: str, scale: int | None
+) -> list[dict[str, str]]:
+    ask = "\n".join(f"{m['role']}: {m['content']}" for m in question)
+    reference = "" if expected in (None, "") else f"\n\n[Reference answer]\n{expected}"
+    if scale is None:
+        verdict = "End your reply with one line: `VERDICT: PASS` or `VERDICT: FAIL`."
+    else:
+        verdict = f"End your reply with one line: `SCORE: n` where n is from 0 to {scale}."
+    return [
+        {
+            "role": "system",
+            "content": "You grade answers strictly against a rubric. " + verdict,
+        },
+        {
+            "role": "user",
+            "content": f"[Rubric]\n{rubric}\n\n[Question]\n{ask}{reference}\n\n"
+            f"[Answer to grade]\n{answer}\n\n{verdict}",
+        },
+    ]
+
+
+def parse_verdict(text: str, scale: int | None) -> float:
+    """The judge's grade in [0, 1]; raises ValueError when the reply holds none.
+
+    The last explicit `VERDICT:`/`SCORE:` wins (judges often restate the format before
+    answering); thinking is ignored; a bare PASS/FAIL-like word is accepted as the whole reply.
+    """
+    body = THINK.sub(" ", text).strip()
+    verdicts = VERDICT.findall(body)
+    scores = SCORE.findall(body)
+    if verdicts and (scale is None or not scores):
+        return 1.0 if verdicts[-1].lower() == "pass" else 0.0
+    if scores:
+        value, out_of = scores[-1]
+        top = float(out_of) if out_of else float(scale or 1)
+        grade = float(value) / top
+        if not 0.0 <= grade <= 1.0:
+            raise ValueError(f"judge score {value} is outside 0..{top:g}")
+        return grade
+    words = re.findall(r"[a-z]+", body.lower())
+    if len(words) <= 3 and words:
+        found = {w for w in words if w in PASS_WORDS | FAIL_WORDS}
+        if len(found) == 1:
+            return 1.0 if found.pop() in PASS_WORDS else 0.0
+    raise ValueError(f"no verdict in the judge's reply: {body[-120:]!r}")
+
+
+def judge_answers(
+    suites: list[Any],
+    answers: list[Any],
+    *,
+    defaults: JudgeConfig,
+    eval_base_url: str,
+    eval_key: str | None,
+    cache: Any,
+    concurrency: int,
+    seed: int,
+    timeout: float,
+) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str, str], str]]:
+    """Grade every answer of a `judge`-scored item: ({(suite, model, item): grade},
+    {(suite, model, item): why it could not be graded}). Judge replies are cached like answers
+    (keyed by the judge's URL too), so a repeated eval asks the judge nothing."""
+    import asyncio
+
+    from evals.runner import Job, cache_key, make_client, run_jobs
+
+    items = {(s.name, i.id): i for s in suites for i in s.items if i.scorer == "judge"}
+    by_endpoint: dict[JudgeEndpoint, list[tuple[Job, int | None]]] = {}
+    for answer in answers:
+        item = items.get((answer.suite, answer.item))
+        if item is None or answer.error:
+            continue
+        config = item.judge or JudgeConfig()
+        endpoint = resolve_endpoint(config, defaults, eval_base_url, eval_key)
+        scale = config.scale if config.scale is not None else defaults.scale
+        rubric = config.rubric or defaults.rubric or DEFAULT_RUBRIC
+        request = {
+            "model": endpoint.model,
+            "messages": judge_messages(item.messages, answer.output, item.expected, rubric, scale),
+            "max_tokens": config.max_tokens,
+            "temperature": 0,
+            "seed": seed,
+        }
+        pairs = by_endpoint.setdefault(endpoint, [])
+        key = cache_key(request, f"judge@{endpoint.base_url}")
+        pairs.append(
+            (Job(len(pairs), answer.model, answer.suite, answer.item, request, key), scale)
+        )
+    grades: dict[tuple[str, str, str], float] = {}
+    problems: dict[tuple[str, str, str], str] = {}
+
+    async def ask_all() -> None:
+        for endpoint, pairs in by_endpoint.items():
+            client = make_client(endpoint.base_url, endpoint.api_key, timeout, concurrency)
+            try:
+                replies = await run_jobs(
+                    [job for job, _ in pairs], client, concurrency=concurrency, cache=cache
+                )
+            finally:
+                await client.close()
+            for (job, scale), reply in zip(pairs, replies, strict=True):
+                key = (job.suite, job.model, job.item)
+                if reply.error:
+                    problems[key] = f"judge {endpoint.model} at {endpoint.base_url}: {reply.error}"
+                    continue
+                try:
+                    grades[key] = parse_verdict(reply.output, scale)
+                except ValueError as exc:
+                    problems[key] = f"judge {endpoint.model}: {exc}"
+
+    if by_endpoint:
+        asyncio.run(ask_all())
+    return grades, problems
