@@ -157,18 +157,32 @@ set_option = click.option(
     help="Training backend (default: the recipe's train.backend).",
 )
 @click.option("--resume", is_flag=True, help="Continue from the run's last checkpoint.")
+@click.option(
+    "--nproc",
+    type=click.IntRange(1),
+    default=None,
+    help="Data-parallel processes, one per GPU (torchrun; gloo on CPU); same as train.nproc.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def train_command(
-    recipe: Path, overrides: tuple[str, ...], backend: str | None, resume: bool, as_json: bool
+    recipe: Path,
+    overrides: tuple[str, ...],
+    backend: str | None,
+    resume: bool,
+    nproc: int | None,
+    as_json: bool,
 ) -> None:
     """Fine-tune RECIPE's model; writes models/runs/<name>/ (adapter, checkpoints, metrics).
 
     \b
     Example:
       tuneserve train recipe.yaml --set train.max_steps=60 --backend hf
+      tuneserve train recipe.yaml --nproc 2      # 2 GPUs, same global batch
     """
     from toolkit.train import train
 
+    if nproc is not None:
+        overrides = (*overrides, f"train.nproc={nproc}")
     loaded = load(recipe, overrides)
     echo = (lambda _: None) if as_json else click.echo
     result = train(

@@ -212,6 +212,14 @@ class TrainSection(Section):
     bf16: bool | Literal["auto"] = "auto"
     fp16: bool | Literal["auto"] = "auto"
     max_grad_norm: Annotated[float, Field(gt=0, le=1e6)] = 1.0
+    nproc: Annotated[int, Field(gt=0, le=1024)] = Field(
+        1,
+        description="data-parallel processes (one per GPU; gloo on CPU) launched through torchrun; "
+        "the global batch stays per_device x accumulation of the recipe",
+    )
+    fsdp: bool = Field(
+        False, description="shard the model across the nproc GPUs (FSDP) instead of DDP copies"
+    )
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainSection:

@@ -30,6 +30,8 @@ class TrainResult:
     final_loss: float
     seconds: float
     resumed_from: str | None
+    world_size: int = 1
+    global_batch: int | None = None
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -53,14 +55,17 @@ def train(
     from toolkit.data import prepare_data
     from toolkit.quiet import quiet_libraries
     from toolkit.recipe_loader import save_recipe
-    from toolkit.train.backend import choose_backend
+    from toolkit.train.backend import choose_backend, cuda_device_count
+    from toolkit.train.parallel import plan_parallel
 
     quiet_libraries()
     folder = run_dir(recipe.run_name)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(folder)
-    choice = choose_backend(backend)
+    choice = choose_backend(backend, recipe.train.nproc)
     echo(f"backend: {choice.name} ({choice.reason})")
+    plan = plan_parallel(recipe.train, choice.name, cuda_device_count())
+    echo(f"batch: {plan.describe()}")
     data = prepare_data(recipe.data)
     echo(f"data: {data.describe()}")
     model_path = resolve_model(recipe.model.name)
@@ -78,18 +83,23 @@ def train(
     write_jsonl(folder / "data" / "heldout.jsonl", data.heldout)
 
     started = time.monotonic()
-    from toolkit.train.session import run_session
+    if plan.distributed:
+        outcome = _run_distributed(
+            plan, recipe, choice.name, model_path, folder, start_from, progress
+        )
+    else:
+        from toolkit.train.session import run_session
 
-    outcome = run_session(
-        recipe, choice.name, model_path, data.train, folder, start_from, progress, echo
-    )
+        outcome = run_session(
+            recipe, choice.name, model_path, data.train, folder, start_from, progress, echo
+        )
     seconds = time.monotonic() - started
     if outcome.interrupted:
         raise TrainingInterrupted(
             f"training stopped at step {outcome.steps}; a checkpoint is saved in {checkpoints}",
             f"continue with `tuneserve train {folder / 'recipe.yaml'} --resume`",
         )
-    _write_manifest(recipe, folder, model_path, choice.name, outcome, seconds)
+    _write_manifest(recipe, folder, model_path, choice.name, outcome, seconds, plan)
     return TrainResult(
         folder,
         choice.name,
@@ -97,11 +107,43 @@ def train(
         outcome.final_loss,
         seconds,
         str(start_from) if start_from else None,
+        plan.world_size,
+        plan.global_batch,
     )
 
 
+def _run_distributed(
+    plan: Any,
+    recipe: Recipe,
+    backend: str,
+    model_path: Path,
+    folder: Path,
+    start_from: Path | None,
+    progress: bool,
+) -> Any:
+    """Every rank reads the recipe and data this process just saved in the run folder."""
+    from toolkit.train.backend import cuda_available
+    from toolkit.train.launcher import launch
+    from toolkit.train.session import SessionOutcome
+
+    job = {
+        "folder": str(folder),
+        "backend": backend,
+        "model_path": str(model_path),
+        "resume_from": str(start_from) if start_from else None,
+        "progress": progress,
+    }
+    return SessionOutcome(**launch(plan, job, folder, cuda_available(), progress))
+
+
 def _write_manifest(
-    recipe: Recipe, folder: Path, model_path: Path, backend: str, outcome: Any, seconds: float
+    recipe: Recipe,
+    folder: Path,
+    model_path: Path,
+    backend: str,
+    outcome: Any,
+    seconds: float,
+    plan: Any,
 ) -> None:
     import importlib.metadata
 
@@ -137,6 +179,12 @@ def _write_manifest(
             "steps": outcome.steps,
             "final_loss": outcome.final_loss,
             "seconds": round(seconds, 1),
+            "processes": plan.world_size,
+            "batch": {
+                "per_device": plan.per_device,
+                "accumulation": plan.accumulation,
+                "global": plan.global_batch,
+            },
         },
         versions=versions,
     )

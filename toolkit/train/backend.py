@@ -20,7 +20,15 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def choose_backend(requested: str) -> BackendChoice:
+def cuda_device_count() -> int | None:
+    """CUDA GPUs visible to this process, or None without CUDA (training runs on CPU)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else None
+
+
+def choose_backend(requested: str, nproc: int = 1) -> BackendChoice:
+    """`auto` picks unsloth where it can run; several processes (nproc > 1) need the hf backend."""
     has_unsloth = importlib.util.find_spec("unsloth") is not None
     has_cuda = cuda_available()
     if requested == "hf":
@@ -36,6 +44,8 @@ def choose_backend(requested: str) -> BackendChoice:
                 "the unsloth backend needs the unsloth package", "pip install 'tuneserve[unsloth]'"
             )
         return BackendChoice("unsloth", "as asked (train.backend or --backend)")
+    if has_cuda and has_unsloth and nproc > 1:
+        return BackendChoice("hf", f"{nproc} processes: multi-GPU training runs on hf (DDP)")
     if has_cuda and has_unsloth:
         return BackendChoice("unsloth", "CUDA and unsloth are present")
     missing = "no CUDA GPU" if not has_cuda else "unsloth is not installed"

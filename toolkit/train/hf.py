@@ -64,6 +64,13 @@ def lora_config(recipe: Recipe) -> Any:
     )
 
 
+def local_rank() -> int:
+    """This process's GPU under torchrun (each rank holds its own copy), 0 otherwise."""
+    import os
+
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def load_hf(recipe: Recipe, model_path: Path, cuda: bool) -> tuple[Any, Any]:
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
@@ -76,7 +83,7 @@ def load_hf(recipe: Recipe, model_path: Path, cuda: bool) -> tuple[Any, Any]:
         model_path,
         dtype=dtype,
         quantization_config=quant,
-        device_map={"": 0} if cuda else None,
+        device_map={"": local_rank()} if cuda else None,
     )
     checkpointing = bool(recipe.lora.use_gradient_checkpointing)
     if quant is not None:

@@ -29,7 +29,8 @@ class MetricsCallback(TrainerCallback):
         self._last = (time.monotonic(), 0)
 
     def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
-        if not logs or "loss" not in logs:
+        # every rank logs the same (gathered) figures; only rank 0 writes them
+        if not logs or "loss" not in logs or not state.is_world_process_zero:
             return
         now, tokens = time.monotonic(), state.num_input_tokens_seen
         last_time, last_tokens = self._last
@@ -104,9 +105,22 @@ class StopOnSignal(TrainerCallback):
         self.requested = False
 
     def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001
+        if args.world_size > 1:
+            self.requested = any_rank(self.requested, args.device)
         if self.requested:
             control.should_save = True
             control.should_training_stop = True
+
+
+def any_rank(flag: bool, device: Any) -> bool:
+    """True on every rank when any rank has it: ranks must stop at the same step, or the ones
+    still training would wait forever on the others' gradients."""
+    import torch
+    import torch.distributed as dist
+
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -11,6 +11,7 @@ from typing import Any
 from toolkit.artifacts import atomic_dir
 from toolkit.errors import TuneserveError
 from toolkit.recipe import Recipe
+from toolkit.train.parallel import ParallelPlan
 
 
 @dataclass
@@ -89,16 +90,44 @@ def optimizer(recipe: Recipe, cuda: bool, echo: Any) -> str:
     return name
 
 
-def sft_config(recipe: Recipe, backend: str, folder: Path, cuda: bool, echo: Any) -> Any:
+def parallel_options(plan: ParallelPlan, cuda: bool) -> dict[str, Any]:
+    """TrainingArguments for a torchrun rank: the process-group backend and DDP/FSDP knobs."""
+    if not plan.distributed:
+        return {}
+    options: dict[str, Any] = {
+        "ddp_backend": "nccl" if cuda else "gloo",
+        # LoRA uses every trainable parameter each step: skip DDP's per-step unused search
+        "ddp_find_unused_parameters": False,
+        # reentrant checkpointing re-runs hooks DDP counts once ("marked ready twice")
+        "gradient_checkpointing_kwargs": {"use_reentrant": False},
+    }
+    if plan.fsdp:
+        options["fsdp"] = "full_shard auto_wrap"
+        # frozen base weights and trainable LoRA weights share FSDP's flat parameters
+        options["fsdp_config"] = {"use_orig_params": True, "sync_module_states": True}
+    return options
+
+
+def sft_config(
+    recipe: Recipe,
+    backend: str,
+    folder: Path,
+    cuda: bool,
+    echo: Any,
+    plan: ParallelPlan | None = None,
+) -> Any:
     from trl import SFTConfig
 
     train = recipe.train
+    plan = plan or ParallelPlan(
+        1, train.per_device_train_batch_size, train.gradient_accumulation_steps
+    )
     bf16, fp16 = precision(recipe, cuda)
     steps = {"max_steps": train.max_steps} if train.max_steps else {}
     return SFTConfig(
         output_dir=str(folder / "checkpoints"),
-        per_device_train_batch_size=train.per_device_train_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        per_device_train_batch_size=plan.per_device,
+        gradient_accumulation_steps=plan.accumulation,
         warmup_steps=train.warmup_steps,
         num_train_epochs=train.num_train_epochs or 1.0,
         learning_rate=train.learning_rate,
@@ -125,6 +154,7 @@ def sft_config(recipe: Recipe, backend: str, folder: Path, cuda: bool, echo: Any
         disable_tqdm=True,
         save_only_model=False,
         **steps,
+        **parallel_options(plan, cuda),
     )
 
 
@@ -163,7 +193,11 @@ def run_session(
     resume_from: Path | None,
     progress: bool,
     echo: Any,
+    plan: ParallelPlan | None = None,
 ) -> SessionOutcome:
+    """Train in this process; under torchrun (`plan.distributed`) every rank runs this and only
+    rank 0 writes metrics, loss.png and the adapter (checkpoints: rank 0 the model, each rank
+    its RNG state, as the Trainer does)."""
     from toolkit.train import install_stop_handlers
     from toolkit.train.backend import cuda_available
     from toolkit.train.metrics import (
@@ -180,7 +214,7 @@ def run_session(
     cuda = cuda_available()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    config = sft_config(recipe, backend, folder, cuda, echo)
+    config = sft_config(recipe, backend, folder, cuda, echo, plan)
     stopper = StopOnSignal()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -204,8 +238,9 @@ def run_session(
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    main = trainer.is_world_process_zero()
     metrics = read_metrics(folder / "metrics.jsonl")
-    if metrics:
+    if metrics and main:
         plot_loss(metrics, folder / "loss.png")
     steps = trainer.state.global_step
     final_loss = metrics[-1]["loss"] if metrics else float("nan")
@@ -216,7 +251,22 @@ def run_session(
 
         serving_template = NAMED_TEMPLATES[recipe.model.chat_template]
     tokenizer.chat_template = serving_template
-    with atomic_dir(folder / "adapter") as tmp:
-        trainer.model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
+    save_adapter(trainer, tokenizer, folder / "adapter", main)
     return SessionOutcome(steps, final_loss, False)
+
+
+def save_adapter(trainer: Any, tokenizer: Any, target: Path, main: bool) -> None:
+    """Rank 0 writes the adapter; under FSDP every rank takes part in gathering its weights."""
+    import contextlib
+
+    if not trainer.is_fsdp_enabled:
+        if main:
+            with atomic_dir(target) as tmp:
+                trainer.model.save_pretrained(tmp)
+                tokenizer.save_pretrained(tmp)
+        return
+    folder = atomic_dir(target) if main else contextlib.nullcontext(target.parent / ".unused")
+    with folder as tmp:
+        trainer.save_model(str(tmp))  # collective; writes only where args.should_save
+        if main:
+            tokenizer.save_pretrained(tmp)
