@@ -11,6 +11,7 @@ with serve_models(["base=models/base/x.gguf", "tuned=models/runs/r/gguf/r-q4_k_m
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import threading
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
 from serve.engines.base import Engine
 from serve.modes import Mode, default_mode, template_knows_thinking
+from serve.replicas import Replica, ReplicaPool, ScaleOut, device_groups
 from toolkit.errors import TuneserveError
 
 
@@ -87,12 +89,80 @@ def check_bind(host: str, api_key: str | None) -> None:
         )
 
 
-def _make_engine(source: ModelSource, engine: str) -> Engine:
+def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str | None) -> Engine:
     assert source.path is not None
     kind = pick_engine(str(source.path), source.engine if source.engine != "auto" else engine)
     if kind == "vllm":
-        return VllmEngine(name=source.name, model_path=source.path)
-    return LlamaCppEngine(name=source.name, model_path=source.path)
+        tensor, pipeline = scale.vllm_sizes()
+        return VllmEngine(
+            name=source.name,
+            model_path=source.path,
+            tensor_parallel_size=tensor,
+            pipeline_parallel_size=pipeline,
+            visible_devices=devices,
+        )
+    if scale.pipeline_parallel > 1:
+        raise TuneserveError(
+            "--pipeline-parallel is a vLLM option; llama.cpp already splits layers over --gpus",
+            "drop --pipeline-parallel when serving GGUF files",
+        )
+    # CPU replicas share the cores rather than each spawning one thread per core
+    threads = max(1, (os.cpu_count() or 1) // scale.replicas) if scale.replicas > 1 else None
+    return LlamaCppEngine(
+        name=source.name,
+        model_path=source.path,
+        gpus=scale.gpus or 0,
+        threads=None if scale.gpus else threads,
+        visible_devices=devices,
+    )
+
+
+def _engine_route(
+    source: ModelSource,
+    engine: str,
+    mode: Mode | None,
+    scale: ScaleOut,
+    log_dir: Path,
+    ready_timeout: float,
+):  # noqa: ANN202 (a ModelRoute; serve.gateway is imported lazily)
+    """One engine, or `scale.replicas` engines pooled behind the model's name."""
+    from serve.gateway import ModelRoute
+    from serve.supervisor import Supervisor
+
+    groups = device_groups(scale.replicas, scale.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    engines = [_make_engine(source, engine, scale, devices) for devices in groups]
+    logs = [log_dir / f"{source.name}.log"] if len(engines) == 1 else []
+    logs = logs or [log_dir / f"{source.name}.{i}.log" for i in range(len(engines))]
+    supervisors = [
+        Supervisor(built, log, ready_timeout=ready_timeout)
+        for built, log in zip(engines, logs, strict=True)
+    ]
+    pool = None
+    if len(engines) > 1:
+        replicas = [
+            Replica(i, built.base_url, supervisor, built)
+            for i, (built, supervisor) in enumerate(zip(engines, supervisors, strict=True))
+        ]
+        pool = ReplicaPool(source.name, replicas)
+    built = engines[0]
+    template = built.chat_template()
+    return ModelRoute(
+        source.name,
+        built.base_url,
+        mode or default_mode(template),
+        knows_thinking=template_knows_thinking(template),
+        engine=built,
+        supervisor=None if pool else supervisors[0],
+        upstream_key=built.api_key,
+        extra_sampling=built.extra_sampling(),
+        pool=pool,
+    )
+
+
+def _supervisors(route) -> list:  # noqa: ANN001
+    if route.pool is not None:
+        return route.pool.supervisors
+    return [route.supervisor] if route.supervisor is not None else []
 
 
 def _routes(
@@ -102,9 +172,9 @@ def _routes(
     stack: ExitStack,
     log_dir: Path,
     ready_timeout: float,
+    scale: ScaleOut,
 ) -> list:
     from serve.gateway import ModelRoute
-    from serve.supervisor import Supervisor
 
     routes = []
     for source in sources:
@@ -120,30 +190,16 @@ def _routes(
                 )
             )
             continue
-        built = _make_engine(source, engine)
-        supervisor = Supervisor(built, log_dir / f"{source.name}.log", ready_timeout=ready_timeout)
-        template = built.chat_template()
-        routes.append(
-            ModelRoute(
-                source.name,
-                built.base_url,
-                mode or default_mode(template),
-                knows_thinking=template_knows_thinking(template),
-                engine=built,
-                supervisor=supervisor,
-                upstream_key=built.api_key,
-                extra_sampling=built.extra_sampling(),
-            )
-        )
+        routes.append(_engine_route(source, engine, mode, scale, log_dir, ready_timeout))
     # start every engine before waiting on any: they load in parallel
     for route in routes:
-        if route.supervisor is not None:
-            stack.callback(route.supervisor.stop)
-            route.supervisor.launch()
+        for supervisor in _supervisors(route):
+            stack.callback(supervisor.stop)
+            supervisor.launch()
     for route in routes:
-        if route.supervisor is not None:
-            route.supervisor.wait_ready()
-            route.supervisor.start_watching()
+        for supervisor in _supervisors(route):
+            supervisor.wait_ready()
+            supervisor.start_watching()
     return routes
 
 
@@ -158,11 +214,16 @@ def serve_models(
     mode: Mode | None = None,
     log_dir: Path | None = None,
     ready_timeout: float = 300.0,
+    replicas: int = 1,
+    gpus: int | None = None,
+    pipeline_parallel: int = 1,
 ) -> Iterator[Served]:
     """Start one engine per model and the gateway in front; stop everything on exit.
 
     `port=0` picks a free port (see `Served.base_url`). Raises TuneserveError when an engine
-    does not get ready (the message quotes its log) or the bind is unsafe.
+    does not get ready (the message quotes its log) or the bind is unsafe. `replicas` engines
+    serve each model behind its one name (serve/replicas.py); `gpus` is the GPUs of each
+    engine (vLLM tensor x `pipeline_parallel`, llama.cpp's layer split).
     """
     import uvicorn
 
@@ -178,8 +239,12 @@ def serve_models(
 
         log_dir = models_dir() / "logs" / "serve"
     with ExitStack() as stack:
-        routes = _routes(sources, engine, mode, stack, log_dir, ready_timeout)
+        scale = ScaleOut(replicas, gpus, pipeline_parallel)
+        routes = _routes(sources, engine, mode, stack, log_dir, ready_timeout, scale)
         gateway = Gateway(routes, api_key=api_key)
+        for route in routes:
+            if route.pool is not None:
+                route.pool.register_metrics(gateway.registry)
         config = uvicorn.Config(
             gateway.app,
             host=host,

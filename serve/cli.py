@@ -11,7 +11,9 @@ import click
 
   tuneserve serve models/base/smol.gguf tuned=models/runs/demo/gguf/demo-q4_k_m.gguf
 
-Then any OpenAI client: base_url http://127.0.0.1:8000/v1, model "tuned" (or "tuned:chat").""",
+Then any OpenAI client: base_url http://127.0.0.1:8000/v1, model "tuned" (or "tuned:chat").
+
+Scale out: --replicas 2 (two engines, least-busy routing), --gpus 2 (vLLM tensor parallel).""",
 )
 @click.argument("models", nargs=-1, required=True)
 @click.option(
@@ -32,6 +34,26 @@ Then any OpenAI client: base_url http://127.0.0.1:8000/v1, model "tuned" (or "tu
     "--name", default=None, help="Served name of a single MODEL (else NAME=PATH or stem)."
 )
 @click.option("--ready-timeout", default=300.0, show_default=True, type=float)
+@click.option(
+    "--replicas",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Engine processes per model, behind its one name (least-busy routing).",
+)
+@click.option(
+    "--gpus",
+    default=None,
+    type=click.IntRange(1, 64),
+    help="GPUs per engine: vLLM --tensor-parallel-size, llama.cpp layer split.",
+)
+@click.option(
+    "--pipeline-parallel",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="vLLM pipeline stages over --gpus (tensor parallel = gpus / stages).",
+)
 def serve_command(
     models: tuple[str, ...],
     engine: str,
@@ -41,6 +63,9 @@ def serve_command(
     mode: str | None,
     name: str | None,
     ready_timeout: float,
+    replicas: int,
+    gpus: int | None,
+    pipeline_parallel: int,
 ) -> None:
     """Serve MODEL... (GGUF files or merged16 folders, optionally NAME=PATH) behind an
     OpenAI-compatible gateway with per-mode sampling defaults."""
@@ -59,4 +84,7 @@ def serve_command(
         api_key=api_key,
         mode=mode,
         ready_timeout=ready_timeout,
+        replicas=replicas,
+        gpus=gpus,
+        pipeline_parallel=pipeline_parallel,
     )

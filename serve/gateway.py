@@ -39,6 +39,7 @@ from serve.protocol import (
     validate_request,
 )
 from serve.reasoning import split_chat_response
+from serve.replicas import ReplicaPool
 from serve.streaming import EventStream, chat_events, engine_pieces, wait_disconnect
 from serve.supervisor import Supervisor
 from serve.upstream import UpstreamError, UpstreamPool, UpstreamResponse
@@ -60,9 +61,12 @@ class ModelRoute:
     supervisor: Supervisor | None = None
     upstream_key: str | None = None
     extra_sampling: dict[str, float] = field(default_factory=dict)
+    pool: ReplicaPool | None = None  # --replicas N: several engines behind this name
 
     @property
     def up(self) -> bool:
+        if self.pool is not None:
+            return self.pool.up
         return self.supervisor.ready if self.supervisor is not None else True
 
     @property
@@ -81,6 +85,7 @@ class _Prepared:
     rendered: bool = False
     in_reasoning: bool = False
     thinking_closed: bool = False
+    upstream: str | None = None  # the replica picked for this request (else route.upstream)
 
 
 class Gateway:
@@ -213,10 +218,11 @@ class Gateway:
                 raise GatewayError(
                     503, f"the engine for {route.name!r} is down; it is being restarted"
                 )
-            if prepared.body.get("stream"):
-                response = await self._stream(request, prepared)
+            send = self._stream if prepared.body.get("stream") else self._forward
+            if route.pool is not None:
+                response = await route.pool.send(send, request, prepared)
             else:
-                response = await self._forward(request, prepared)
+                response = await send(request, prepared)
         except GatewayError as exc:
             response = error_response(
                 exc.status, exc.message, exc.param, exc.code, prepared.headers
@@ -311,7 +317,7 @@ class Gateway:
             headers["authorization"] = f"Bearer {prepared.route.upstream_key}"
         try:
             return await self.upstreams.request(
-                prepared.route.upstream,
+                prepared.upstream or prepared.route.upstream,
                 prepared.path,
                 json.dumps(prepared.body).encode(),
                 headers,

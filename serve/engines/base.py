@@ -31,6 +31,7 @@ class Engine(ABC):
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
     api_key: str | None = None
+    visible_devices: str | None = None  # CUDA_VISIBLE_DEVICES of this engine (a replica's GPUs)
 
     kind: ClassVar[str] = "engine"  # "llamacpp", "vllm"
     # True when the gateway renders the chat template and calls /v1/completions (see llamacpp.py)
@@ -51,6 +52,8 @@ class Engine(ABC):
 
     def env(self) -> dict[str, str]:
         """Extra environment variables for the child."""
+        if self.visible_devices is not None:
+            return {"CUDA_VISIBLE_DEVICES": self.visible_devices}
         return {}
 
     def chat_template(self) -> str | None:

@@ -33,6 +33,7 @@ class LlamaCppEngine(Engine):
     n_ctx: int = 2048
     threads: int | None = None
     parallel: int = 4  # native llama-server slots (continuous batching)
+    gpus: int = 0  # >0: every layer offloaded, split by layer across this many GPUs
 
     kind: ClassVar[str] = "llamacpp"
 
@@ -56,12 +57,14 @@ class LlamaCppEngine(Engine):
             # <think> text stays in the content: the gateway splits it the same way for every
             # engine, and knows when the template already closed the think block.
             argv += ["--reasoning-format", "none"]
+            argv += gpu_split_flags(self.gpus, native=True)
             return argv + (["--api-key", self.api_key] if self.api_key else [])
         argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path)]
         argv += ["--model_alias", self.name, "--host", self.host, "--port", str(self.port)]
         # Without this, a second request silently truncates the stream of the first.
         argv += ["--interrupt_requests", "False", "--n_ctx", str(self.n_ctx)]
         argv += ["--n_threads", threads, "--n_threads_batch", threads]
+        argv += gpu_split_flags(self.gpus, native=False)
         return argv + (["--api_key", self.api_key] if self.api_key else [])
 
     def extra_sampling(self) -> dict[str, float]:
@@ -132,6 +135,17 @@ def native_llama_server() -> str | None:
 
     cached = find_cached()
     return str(cached) if cached else None
+
+
+def gpu_split_flags(gpus: int, native: bool) -> list[str]:
+    """Offload every layer and split the layers evenly over `gpus` GPUs (--gpus N)."""
+    if gpus <= 0:
+        return []
+    if native:  # llama-server: comma-separated proportions
+        split = ",".join(["1"] * gpus)
+        return ["--n-gpu-layers", "999", "--split-mode", "layer", "--tensor-split", split]
+    # llama-cpp-python: -1 = all layers; split_mode 1 = LLAMA_SPLIT_MODE_LAYER; a list argument
+    return ["--n_gpu_layers", "-1", "--split_mode", "1", "--tensor_split", *["1"] * gpus]
 
 
 def chat_to_completion(body: dict, prompt: str) -> dict:

@@ -38,6 +38,7 @@ class VllmEngine(Engine):
     max_model_len: int = 4096
     gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
     lora_modules: dict[str, Path] = field(default_factory=dict)
     generation_config: str = "auto"
 
@@ -78,6 +79,8 @@ class VllmEngine(Engine):
         argv += ["--max-model-len", str(self.max_model_len)]
         argv += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
         argv += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
+        if self.pipeline_parallel_size > 1:
+            argv += ["--pipeline-parallel-size", str(self.pipeline_parallel_size)]
         argv += ["--generation-config", self.generation_config]
         if self.lora_modules:
             rank = max(_adapter_rank(Path(path)) for path in self.lora_modules.values())
