@@ -37,7 +37,9 @@ PEAK_TFLOPS = 790.0  # the issue's bf16 figure (a measured 8192^3 bf16 matmul ga
 BASE = dict(batch=2, accum=4, checkpointing="unsloth", profile=False, data="fixed")
 
 
-def plan(smoke: bool, big: bool, only: str | None) -> dict[str, list[dict]]:
+def plan(
+    smoke: bool, big: bool, only: str | None, labels: list[str] | None = None
+) -> dict[str, list[dict]]:
     """The configs each backend process runs, in order (models load once per key)."""
     if smoke:
         hf = [
@@ -67,8 +69,19 @@ def plan(smoke: bool, big: bool, only: str | None) -> dict[str, list[dict]]:
         "data": "packed",
         "checkpointing": False,
     }
-    runs = {"hf": common, "unsloth": common[:3] + best + common[3:] + [no_ckpt]}
-    return {k: v for k, v in runs.items() if only in (None, k)}
+    # Unsloth's "unsloth" checkpointing offloads activations to the CPU; plain recomputation
+    # (True) keeps them on the GPU, which costs little memory at batch 2 on this shape.
+    recompute = {
+        **BASE,
+        "label": "same-bf16-ckpt-true",
+        "model": "main-16-ckpt-true",
+        "checkpointing": True,
+    }
+    runs = {"hf": common, "unsloth": common[:3] + best + common[3:] + [no_ckpt, recompute]}
+    runs = {k: v for k, v in runs.items() if only in (None, k)}
+    if labels:
+        runs = {k: [c for c in v if c["label"] in labels] for k, v in runs.items()}
+    return runs
 
 
 def build_models(args: argparse.Namespace, keys: set[str], folder: Path) -> dict[str, str]:
@@ -121,6 +134,7 @@ def main() -> None:
     parser.add_argument("--big", action="store_true", help="Qwen3-8B dimensions, 4-bit only")
     parser.add_argument("--shape", default="1.7b")
     parser.add_argument("--only", choices=["hf", "unsloth"])
+    parser.add_argument("--labels", nargs="+", help="run only these configs (e.g. a re-run)")
     parser.add_argument(
         "--tokenizer", type=Path, default=REPO / "models/base/smollm2-135m-instruct"
     )
@@ -143,7 +157,7 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = args.out or Path(tempfile.mkdtemp(prefix="train-throughput-"))
     out.mkdir(parents=True, exist_ok=True)
-    runs = plan(args.smoke, args.big, args.only)
+    runs = plan(args.smoke, args.big, args.only, args.labels)
     keys = {c["model"] for configs in runs.values() for c in configs}
     paths = build_models(args, keys, args.models or Path(tempfile.mkdtemp(prefix="tt-models-")))
     seq = 128 if args.smoke else 2048

@@ -50,7 +50,9 @@ def build_qwen3(
     tokenizer.add_tokens(["<think>", "</think>"], special_tokens=False)
     tokenizer.chat_template = QWEN3
     tokenizer.eos_token = "<|im_end|>"
-    tokenizer.pad_token = tokenizer.pad_token or "<|endoftext|>"
+    # Qwen3 pads with <|endoftext|>; a pad equal to the end-of-turn token would be masked out
+    # of the labels and teach the model never to stop (Unsloth warns and replaces it).
+    tokenizer.pad_token = "<|endoftext|>"
     vocab = dims.vocab_size or len(tokenizer)
     vocab = max(vocab, len(tokenizer))
     config = Qwen3Config(

@@ -47,8 +47,14 @@ stage_throughput_unsloth() {
   python3 benchmarks/train_throughput.py --only unsloth --tokenizer "$TOKENIZER" --models "$WORK-models" --out "$RESULTS/tt-unsloth"
 }
 
+stage_throughput_recompute() {  # one Unsloth config added after the profile (see results)
+  python3 benchmarks/train_throughput.py --only unsloth --labels same-bf16-ckpt-true --tokenizer "$TOKENIZER" --models "$WORK-models" --out "$RESULTS/tt-recompute"
+}
+
 stage_ddp() {
-  python3 benchmarks/train_ddp.py --tokenizer "$TOKENIZER" --out "$RESULTS/ddp"
+  # Its folder holds the built model (GBs): only the tables travel back.
+  python3 benchmarks/train_ddp.py --tokenizer "$TOKENIZER" --out "$WORK-ddp" &&
+  mkdir -p "$RESULTS/ddp" && cp "$WORK-ddp"/train_ddp.* "$RESULTS/ddp/"
 }
 
 # Stages stop at the deadline (seconds from now; a device call may run 600 s) so that what

@@ -25,6 +25,10 @@ def summarize(rows: list[dict], peak_tflops: float) -> dict[str, Any]:
         hf, un = _find(rows, "hf", label), _find(rows, "unsloth", label)
         if _ok(hf) and _ok(un):
             pairs.append((label, un, hf))
+    # The same config with Unsloth's checkpointing as plain recomputation (no CPU offload).
+    hf, un = _find(rows, "hf", "same-bf16"), _find(rows, "unsloth", "same-bf16-ckpt-true")
+    if _ok(hf) and _ok(un):
+        pairs.append(("same-bf16, unsloth checkpointing=True", un, hf))
     best = None
     hf_same = _find(rows, "hf", "same-bf16")
     hf_mix = _find(rows, "hf", "mix-padded")
@@ -39,6 +43,9 @@ def summarize(rows: list[dict], peak_tflops: float) -> dict[str, Any]:
             and r.get("peak_gib", 0) <= limit
         ]
         best = max(fits, key=lambda r: r["tokens_per_s"], default=None)
+        # The honest baseline for a packed best config is hf's best on the same length mix.
+        mixes = [r for r in (hf_mix, _find(rows, "hf", "mix-packed")) if _ok(r)]
+        hf_mix = max(mixes, key=lambda r: r["tokens_per_s"])
     return {"rows": rows, "pairs": pairs, "best": best, "hf_mix": hf_mix, "hf_same": hf_same}
 
 
@@ -70,7 +77,7 @@ def render(summary: dict, info: dict, peak_tflops: float, args: Any) -> str:
         for label, un, hf in pairs:
             speed, memory = un["tokens_per_s"] / hf["tokens_per_s"], un["peak_gib"] / hf["peak_gib"]
             lines.append(f"| {label} | **{speed:.2f}x** | **{memory:.2f}x** |")
-            if label in ("same-bf16", "same-4bit"):
+            if label.startswith(("same-bf16", "same-4bit")):
                 goals.append((f"same-config speed ({label})", speed, GOALS["same"], speed >= 2.0))
                 goals.append((f"peak memory ({label})", memory, GOALS["memory"], memory <= 0.3))
         lines.append("")
@@ -81,11 +88,11 @@ def render(summary: dict, info: dict, peak_tflops: float, args: Any) -> str:
             f"Best unsloth config within the hf backend's same-config peak ({hf_same['peak_gib']:.2f} GiB): "
             f"`{best['label']}` ({best['batch']}x{best['accum']}, packed) at {best['tokens_per_s']:,.0f} "
             f"useful tokens/s, {best['peak_gib']:.2f} GiB, MFU {100 * best['mfu']:.1f}%: "
-            f"**{ratio:.2f}x** the hf backend on the same length mix with its default padded "
-            f"batches ({hf_mix['tokens_per_s']:,.0f} tokens/s).",
+            f"**{ratio:.2f}x** the hf backend's best on the same length mix (`{hf_mix['label']}`, "
+            f"{hf_mix['tokens_per_s']:,.0f} tokens/s).",
             "",
         ]
-        goals.append(("best-config speed vs hf (mix, padded)", ratio, GOALS["best"], ratio >= 2.5))
+        goals.append(("best-config speed vs hf best on the mix", ratio, GOALS["best"], ratio >= 2.5))
         goals.append(("MFU of the best config", best["mfu"], GOALS["mfu"], best["mfu"] >= 0.4))
     if goals:
         lines += ["| goal | measured | target | met |", "|---|---|---|---|"]

@@ -58,11 +58,15 @@ def train(
     from toolkit.train.backend import choose_backend, cuda_device_count
     from toolkit.train.parallel import plan_parallel
 
-    quiet_libraries()
     folder = run_dir(recipe.run_name)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(folder)
     choice = choose_backend(backend, recipe.train.nproc)
+    if choice.name == "unsloth":
+        # Unsloth patches transformers, peft and trl when imported: it must come before them
+        # (on the GPU machine a later import warned that optimizations may not apply).
+        import unsloth  # noqa: F401
+    quiet_libraries()
     echo(f"backend: {choice.name} ({choice.reason})")
     plan = plan_parallel(recipe.train, choice.name, cuda_device_count())
     echo(f"batch: {plan.describe()}")
