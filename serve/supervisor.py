@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -35,6 +36,15 @@ def _is_ready(url: str, api_key: str | None) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def _die_with_parent() -> None:
+    """Runs in the engine child before exec: if tuneserve is killed, even by SIGKILL (which no
+    handler sees), the kernel kills the engine too, so a killed `tuneserve run` leaves no orphan
+    holding the model in memory. (The engine's own session keeps it out of the caller's group.)"""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class Supervisor:
@@ -102,6 +112,7 @@ class Supervisor:
                     stderr=subprocess.STDOUT,
                     env={**os.environ, **self.engine.env()},
                     start_new_session=True,  # its own process group: stop() kills all of it
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
                 )
             except OSError as exc:
                 raise EngineError(

@@ -285,29 +285,44 @@ def verify_command(run: str) -> None:
 
 
 def run_and_report(recipe, backend: str | None, fresh: bool, serve: bool) -> None:
-    from toolkit.pipeline import keep_serving, run_pipeline, usage_snippets
+    from toolkit.pipeline import keep_serving, run_pipeline, success_message
 
     result = run_pipeline(recipe, backend=backend, fresh=fresh)
     report = result.report_dir
     click.echo("")
-    click.echo(f"report: {report / 'report.md'} (chart {report / 'report.png'})")
     click.echo((report / "report.md").read_text())
+    names = list(result.served_models)
     if not serve:
-        models = " ".join(f"{name}={path}" for name, path in result.served_models.items())
-        click.echo(f"serve the result: tuneserve serve {models}")
+        host = recipe.serve.host if ":" not in recipe.serve.host else f"[{recipe.serve.host}]"
+        url = f"http://{host}:{recipe.serve.port}/v1"
+        click.echo(success_message(result, url, names, recipe.serve.api_key, serving=False))
+        check_gate(recipe, report)
         return
+    import signal
     import threading
 
+    check_gate(recipe, report)
     with keep_serving(recipe, result) as served:
-        click.echo(f"serving {', '.join(served.names)} at {served.base_url} (Ctrl-C stops)")
-        click.echo(usage_snippets(served.base_url, served.names[-1], served.api_key))
+        click.echo(success_message(result, served.base_url, names, served.api_key, serving=True))
         stop = threading.Event()
-        import signal
-
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         stop.wait()
         click.echo("stopping")
+
+
+def check_gate(recipe, report_dir: Path) -> None:
+    """The recipe's eval.fail_on_regression: exit 1 when tuned fell below base by more."""
+    threshold = recipe.eval.fail_on_regression
+    if threshold is None:
+        return
+    from evals.gate import regressions
+    from evals.report import load_report
+    from toolkit.errors import CheckFailed
+
+    found = regressions(load_report(report_dir / "report.json"), threshold)
+    if found:
+        raise CheckFailed("regression: " + "; ".join(found))
 
 
 @click.command("run")

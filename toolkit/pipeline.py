@@ -7,20 +7,20 @@ only re-exports (and re-evaluates what it serves).
 
 from __future__ import annotations
 
-import time
+import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import click
-
+from toolkit.artifacts import atomic_write_text, read_manifest, sha256_file, update_manifest
 from toolkit.artifacts import run_dir as run_folder
-from toolkit.artifacts import sha256_file
 from toolkit.errors import TuneserveError
 from toolkit.recipe import Recipe
-from toolkit.stages import Stage, StageOutcome, inputs_hash, run_stage
+from toolkit.run_progress import RunProgress, StageStatus
+from toolkit.stages import Stage, StageOutcome, inputs_hash, is_done, run_stage, stage_record
 
 SERVE_KEYS = ("engine", "mode")
 
@@ -72,37 +72,108 @@ def comparison_models(recipe: Recipe, folder: Path) -> dict[str, Path]:
     return {"base": base_gguf(recipe, quant), "tuned": run_gguf(folder, quant)}
 
 
+def last_line(path: Path) -> str:
+    """The last complete line of a small append-only file (metrics.jsonl), or ''."""
+    if not path.is_file():
+        return ""
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - 4096))
+        lines = handle.read().decode(errors="replace").splitlines()
+    return next((line for line in reversed(lines) if line.endswith("}")), "")
+
+
+def total_steps(recipe: Recipe, folder: Path) -> int | None:
+    """The step count training will reach: max_steps, or epochs over the saved train split."""
+    train = recipe.train
+    if train.max_steps:
+        return train.max_steps
+    split = folder / "data" / "train.jsonl"
+    if not split.is_file() or not train.num_train_epochs:
+        return None
+    rows = sum(1 for _ in split.open())
+    batches = math.ceil(rows / train.per_device_train_batch_size)
+    return math.ceil(batches / train.gradient_accumulation_steps * train.num_train_epochs)
+
+
+def train_status(recipe: Recipe, folder: Path) -> StageStatus:
+    record = last_line(folder / "metrics.jsonl")
+    total = total_steps(recipe, folder)
+    if not record:
+        return StageStatus("preparing data and loading the model", 0, total, "steps")
+    row = json.loads(record)
+    return StageStatus(f"training, loss {row['loss']:.4f}", row["step"], total, "steps")
+
+
+def export_status(folder: Path, quants: list[str]) -> StageStatus:
+    done = read_manifest(folder).get("exports", {})
+    steps = [("merged16", "merging the adapter into the base and checking it (merged16)")]
+    steps += [(f"gguf-{q}", f"writing and checking gguf {q}") for q in quants]
+    finished = sum(1 for key, _ in steps if key in done)
+    doing = next((what for key, what in steps if key not in done), "writing the Modelfile")
+    return StageStatus(doing, finished, len(steps), "files")
+
+
+def forget_stale_exports(folder: Path, adapter_inputs: str) -> None:
+    """Exports made from another adapter must be redone, not reused: drop their records.
+
+    Within one adapter the exporter skips what is complete, so a killed export resumes and a
+    new quant only adds its file.
+    """
+    marker = folder / "export-inputs.txt"
+    if marker.is_file() and marker.read_text() == adapter_inputs:
+        return
+    if read_manifest(folder).get("exports"):
+        update_manifest(folder, exports={})
+    atomic_write_text(marker, adapter_inputs)
+
+
 def build_stages(recipe: Recipe, folder: Path, *, backend: str | None, fresh: bool) -> list[Stage]:
-    from evals.api import run_eval
-    from toolkit.export import export_run, run_gguf
-    from toolkit.train import train
+    from toolkit.export import run_gguf
 
     trained = train_inputs(recipe)
     exported = export_inputs(recipe, trained)
     evaluated = eval_inputs(recipe, exported)
     formats = list(dict.fromkeys([*recipe.export.formats, "gguf"]))
+    quants = list(recipe.export.quant)
+    # The eval stage's own progress: it updates this as it goes (engines, requests, report).
+    eval_status = StageStatus("starting")
 
-    def do_train() -> dict[str, Any]:
+    def do_train(log: Callable[[str], None]) -> dict[str, Any]:
+        from toolkit.train import train
+
         # Resume a killed attempt only if it trained with the same inputs; otherwise start over.
         marker = folder / "train-inputs.txt"
         resume = not fresh and marker.is_file() and marker.read_text() == trained
         folder.mkdir(parents=True, exist_ok=True)
-        marker.write_text(trained)
-        result = train(recipe, backend=backend or recipe.train.backend, resume=resume)
+        atomic_write_text(marker, trained)
+        result = train(
+            recipe, backend=backend or recipe.train.backend, resume=resume, progress=False, echo=log
+        )
         return {"final_loss": result.final_loss, "steps": result.steps, "backend": result.backend}
 
-    def do_export() -> dict[str, Any]:
-        return {"exported": export_run(folder, formats, recipe.export.quant)}
+    def do_export(log: Callable[[str], None]) -> dict[str, Any]:
+        from toolkit.export import export_run
 
-    def do_eval() -> dict[str, Any]:
+        forget_stale_exports(folder, trained)
+        return {"exported": export_run(folder, formats, quants)}
+
+    def do_eval(log: Callable[[str], None]) -> dict[str, Any]:
+        from evals.api import run_eval
         from serve.app import serve_models
 
+        eval_status.doing = f"preparing the base model as gguf {quants[0]}"
         models = comparison_models(recipe, folder)
+        eval_status.doing = f"starting llama.cpp for {', '.join(models)}"
         with serve_models(
             [f"{name}={path}" for name, path in models.items()],
             engine="llamacpp",
             mode=None if recipe.serve.mode == "auto" else recipe.serve.mode,
         ) as served:
+
+            def answered(done: int, total: int) -> None:
+                eval_status.doing = f"asking {', '.join(models)}"
+                eval_status.done, eval_status.total = done, total
+
             report = run_eval(
                 suites=recipe.eval.suites,
                 models=list(models),
@@ -113,7 +184,12 @@ def build_stages(recipe: Recipe, folder: Path, *, backend: str | None, fresh: bo
                 concurrency=recipe.eval.concurrency,
                 max_tokens=recipe.eval.max_tokens,
                 seed=recipe.eval.seed,
+                progress=False,
+                on_answer=answered,
+                # A retrained or re-exported model must not be answered from the old cache.
+                model_versions={"base": inputs_hash(trained, quants[0]), "tuned": exported},
             )
+            eval_status.doing = "writing the report"
         return {"report": str(folder / "eval"), "scores": report.summary()}
 
     return [
@@ -123,13 +199,15 @@ def build_stages(recipe: Recipe, folder: Path, *, backend: str | None, fresh: bo
             trained,
             do_train,
             lambda: (folder / "adapter" / "adapter_config.json").is_file(),
+            lambda: train_status(recipe, folder),
         ),
         Stage(
             "export",
-            f"merge and export {', '.join(formats)} ({', '.join(recipe.export.quant)})",
+            f"merge and export {', '.join(formats)} ({', '.join(quants)})",
             exported,
             do_export,
-            lambda: run_gguf(folder, recipe.export.quant[0]).is_file(),
+            lambda: run_gguf(folder, quants[0]).is_file(),
+            lambda: export_status(folder, quants),
         ),
         Stage(
             "eval",
@@ -137,6 +215,7 @@ def build_stages(recipe: Recipe, folder: Path, *, backend: str | None, fresh: bo
             evaluated,
             do_eval,
             lambda: (folder / "eval" / "report.json").is_file(),
+            lambda: eval_status,
         ),
     ]
 
@@ -146,21 +225,27 @@ def run_pipeline(
     *,
     backend: str | None = None,
     fresh: bool = False,
-    echo: Callable[[str], None] = click.echo,
+    echo: Callable[[str], None] | None = None,
+    live: bool | None = None,
 ) -> RunResult:
-    """Run every stage that is not up to date; return what ran, what was skipped, and where."""
+    """Run every stage that is not up to date; return what ran, what was skipped, and where.
+
+    Progress goes to one display (a live line on a terminal, plain lines otherwise, or `echo`).
+    """
     folder = run_folder(recipe.run_name)
     stages = build_stages(recipe, folder, backend=backend, fresh=fresh)
+    # Seconds each stage took last time it ran (for the run's ETA); 0 for a stage to be skipped.
+    estimates = [
+        0.0 if is_done(folder, stage) else stage_record(folder, stage.name).get("seconds")
+        for stage in stages
+    ]
     result = RunResult(folder)
-    for index, stage in enumerate(stages, start=1):
-        echo(f"[{index}/{len(stages)}] {stage.name}: {stage.describe}")
-        started = time.monotonic()
-        outcome = run_stage(folder, stage)
-        result.outcomes.append(outcome)
-        verdict = "up to date, skipped" if outcome.skipped else "done"
-        echo(
-            f"[{index}/{len(stages)}] {stage.name}: {verdict} in {time.monotonic() - started:.1f} s"
-        )
+    with RunProgress(len(stages), live=False if echo else live, echo=echo) as display:
+        for index, stage in enumerate(stages, start=1):
+            display.start_stage(index, stage.name, stage.describe, stage.probe, estimates[index:])
+            outcome = run_stage(folder, stage, display.log)
+            result.outcomes.append(outcome)
+            display.end_stage("up to date, skipped" if outcome.skipped else "done", outcome.seconds)
     result.report_dir = folder / "eval"
     result.served_models = comparison_models(recipe, folder)
     return result
@@ -187,6 +272,7 @@ def keep_serving(recipe: Recipe, result: RunResult) -> Iterator[Any]:
 
 
 def usage_snippets(base_url: str, model: str, api_key: str | None) -> str:
+    """A copy-paste `openai` Python snippet and the same request as a curl line."""
     key = api_key or "none"
     return f"""\
 from openai import OpenAI
@@ -196,6 +282,24 @@ reply = client.chat.completions.create(
 )
 print(reply.choices[0].message.content)
 
-curl {base_url}/chat/completions -H 'Content-Type: application/json' \\
-  -H 'Authorization: Bearer {key}' \\
-  -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'"""
+curl {base_url}/chat/completions -H 'Content-Type: application/json' -H 'Authorization: Bearer {key}' -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'"""
+
+
+def success_message(
+    result: RunResult, base_url: str, names: list[str], api_key: str | None, *, serving: bool
+) -> str:
+    """What a finished run prints: the report, where the models are (or how to serve them),
+    and how to call them from Python and curl."""
+    report = result.report_dir or result.run_dir / "eval"
+    lines = [f"report: {report / 'report.md'} (chart {report / 'report.png'})"]
+    if serving:
+        lines.append(f"endpoint: {base_url} (Ctrl-C stops)")
+    else:
+        models = " ".join(f"{name}={path}" for name, path in result.served_models.items())
+        lines.append(f"serve the result: tuneserve serve {models}")
+        lines.append(f"endpoint once served: {base_url}")
+    aliases = ", ".join(f"{n}:thinking, {n}:chat" for n in names)
+    lines.append(f"models: {', '.join(names)} (aliases {aliases})")
+    lines.append("")
+    lines.append(usage_snippets(base_url, names[-1], api_key))
+    return "\n".join(lines)

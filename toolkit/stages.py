@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.artifacts import read_manifest, sha256_text, update_manifest
+from toolkit.run_progress import StageStatus
 
 
 def inputs_hash(*parts: Any) -> str:
@@ -24,11 +25,14 @@ def inputs_hash(*parts: Any) -> str:
 
 @dataclass
 class Stage:
+    """`run(log)` does the work and returns details for the manifest; `probe()` says how far it is."""
+
     name: str
     describe: str
     inputs: str
-    run: Callable[[], dict[str, Any]]
+    run: Callable[[Callable[[str], None]], dict[str, Any]]
     outputs_present: Callable[[], bool] = lambda: True
+    probe: Callable[[], StageStatus] | None = None
 
 
 @dataclass
@@ -59,14 +63,14 @@ def mark_done(run_dir: Path, stage: Stage, seconds: float, details: dict[str, An
     update_manifest(run_dir, stages=stages)
 
 
-def run_stage(run_dir: Path, stage: Stage) -> StageOutcome:
+def run_stage(run_dir: Path, stage: Stage, log: Callable[[str], None] = print) -> StageOutcome:
     if is_done(run_dir, stage):
         record = stage_record(run_dir, stage.name)
         return StageOutcome(
             stage.name, True, 0.0, {k: v for k, v in record.items() if k != "inputs"}
         )
     started = time.monotonic()
-    details = stage.run() or {}
+    details = stage.run(log) or {}
     seconds = time.monotonic() - started
     mark_done(run_dir, stage, seconds, details)
     return StageOutcome(stage.name, False, seconds, details)
