@@ -22,7 +22,7 @@ stage_setup() {
   python3 -c 'import torch, transformers; print("torch", torch.__version__, "cuda", torch.cuda.device_count(), "transformers", transformers.__version__)'
 }
 
-stage_tests() {  # the `gpu`-marked tests (training ones: serving ones need vLLM, see README)
+stage_tests() {  # the `gpu`-marked tests (training ones: serving ones need vLLM); PYTEST_ADDOPTS selects
   python3 -m pytest -m gpu tests/toolkit/test_train_gpu.py -p no:cacheprovider -q -s --timeout=900 -rA
 }
 
@@ -35,7 +35,9 @@ stage_path() {  # the user's path: train (unsloth) -> export merged16 + verify, 
   TUNESERVE_MODELS_DIR="$WORK/models" tuneserve export gpu-path --format lora,merged16 &&
   TUNESERVE_MODELS_DIR="$WORK/models" tuneserve verify gpu-path
   local rc=$?
-  tar czf "$RESULTS/gpu_path.tar.gz" -C / "${WORK#/}" 2>/dev/null
+  # Two tarballs, each under the device's 16 MiB a file: the base model, and the run.
+  tar czf "$OUT/gpu_path_base.tgz" -C / "${WORK#/}/tiny-qwen3" "${WORK#/}/recipe.yaml"
+  tar czf "$OUT/gpu_path_run.tgz" -C / --exclude=checkpoints "${WORK#/}/models"
   cd "$OLDPWD"; return $rc
 }
 

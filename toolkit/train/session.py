@@ -124,7 +124,7 @@ def sft_config(
     )
     bf16, fp16 = precision(recipe, cuda)
     steps = {"max_steps": train.max_steps} if train.max_steps else {}
-    return SFTConfig(
+    config = SFTConfig(
         output_dir=str(folder / "checkpoints"),
         per_device_train_batch_size=plan.per_device,
         gradient_accumulation_steps=plan.accumulation,
@@ -156,6 +156,19 @@ def sft_config(
         **steps,
         **parallel_options(plan, cuda),
     )
+    if cuda and not plan.distributed:
+        one_gpu_per_process(config)
+    return config
+
+
+def one_gpu_per_process(config: Any) -> None:
+    """Keep a single-process run on the one GPU the model was loaded on.
+
+    With several GPUs visible, Trainer wraps the model in nn.DataParallel, which SFTTrainer
+    refuses (seen on a 2-GPU machine); several GPUs are what `--nproc N` is for.
+    """
+    _ = config.device  # resolves the device and sets _n_gpu to every visible GPU
+    config._n_gpu = 1
 
 
 def trainer_class() -> Any:
