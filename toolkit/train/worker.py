@@ -33,6 +33,7 @@ def run_rank(job: dict[str, Any], rank: int) -> Any:
     from toolkit.train.session import run_session
 
     quiet_libraries()
+    _restore_indexed_cpu_locations()
     folder = Path(job["folder"])
     recipe = load_recipe(folder / "recipe.yaml")  # the resolved recipe the launcher saved
     lines = (folder / "data" / "train.jsonl").read_text().splitlines()
@@ -49,6 +50,18 @@ def run_rank(job: dict[str, Any], rank: int) -> Any:
         print if main else (lambda _: None),
         ParallelPlan(**job["plan"]),
     )
+
+
+def _restore_indexed_cpu_locations() -> None:
+    """Let `torch.load(..., map_location="cpu:0")` work: transformers resumes a multi-process
+    run's optimizer with map_location=args.device, which is `cpu:0` under gloo, and torch only
+    knows how to restore `cpu` (RuntimeError "don't know how to restore data location")."""
+    import torch.serialization
+
+    def restore(storage: Any, location: str) -> Any:
+        return storage if location.startswith("cpu:") else None
+
+    torch.serialization.register_package(5, lambda storage: None, restore)
 
 
 def main(argv: list[str]) -> int:
