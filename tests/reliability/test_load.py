@@ -32,12 +32,14 @@ class Tally:
 
 async def _one_stream(client: httpx.AsyncClient, url: str, body: dict, abandon: bool, tally: Tally):
     """One streamed completion read to [DONE] (or left after 2 chunks when `abandon`)."""
+    chunks, stage = 0, "connecting"
     try:
         async with client.stream("POST", url, json=body, headers=AUTH) as response:
+            stage = "streaming"
             if response.status_code != 200:
                 tally.errors.append(f"{response.status_code}: {(await response.aread())[:200]}")
                 return
-            chunks, done = 0, False
+            done = False
             async for line in response.aiter_lines():
                 if not line.startswith("data: "):
                     continue
@@ -56,12 +58,15 @@ async def _one_stream(client: httpx.AsyncClient, url: str, body: dict, abandon: 
                 return
             tally.served += 1
     except httpx.HTTPError as exc:
-        tally.errors.append(f"{type(exc).__name__}: {exc}")
+        cause = exc.__cause__ or exc.__context__
+        tally.errors.append(f"{type(exc).__name__} while {stage} after {chunks} chunks: {cause!r}")
 
 
-async def _drive(url: str, body: dict, clients: int, seconds: float, abandon_every: int) -> Tally:
+async def _drive(
+    url: str, body: dict, clients: int, seconds: float, abandon_every: int, abandon_tokens: int
+) -> Tally:
     """`clients` concurrent loops of streamed requests for `seconds`; every `abandon_every`-th
-    request of a client is dropped after two chunks (0: none)."""
+    request of a client asks for `abandon_tokens` and is dropped after two chunks (0: none)."""
     tally = Tally()
     deadline = time.monotonic() + seconds
     # idle connections expire before the gateway's own 5 s keep-alive would close them under
@@ -71,18 +76,18 @@ async def _drive(url: str, body: dict, clients: int, seconds: float, abandon_eve
     )
     timeout = httpx.Timeout(120.0, connect=30.0)
 
-    async def loop(client: httpx.AsyncClient) -> None:
-        count = 0
+    async def loop(client: httpx.AsyncClient, index: int) -> None:
+        count = index  # staggered: some clients abandon their very first request
         while time.monotonic() < deadline:
-            count += 1
             abandon = bool(abandon_every) and count % abandon_every == 0
-            # an abandoned request asks for far more than it will read: the engine can only
+            count += 1
+            # an abandoned request asks for more than it will read: the fake engine can only
             # finish it by being told the client went away
-            sent = {**body, "max_tokens": 60_000} if abandon else body
+            sent = {**body, "max_tokens": abandon_tokens} if abandon else body
             await _one_stream(client, url, sent, abandon, tally)
 
     async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        await asyncio.gather(*(loop(client) for _ in range(clients)))
+        await asyncio.gather(*(loop(client, index) for index in range(clients)))
     return tally
 
 
@@ -120,14 +125,14 @@ def test_256_streaming_clients_for_60_seconds(gateway_process, fake_engine):
     url = f"{gateway_process.url}/v1/chat/completions"
     body = {**CHAT, "max_tokens": 16}  # 16 chunks, 5 ms apart at the engine
     cold = _footprint(gateway_process, "fake")
-    warm_tally = asyncio.run(_drive(url, body, 256, 5, abandon_every=4))
+    warm_tally = asyncio.run(_drive(url, body, 256, 5, 4, 60_000))
     assert not warm_tally.errors, warm_tally.errors[:5]
     _settle(fake_engine)
     before = _footprint(gateway_process, "fake")
     engine_before = engine_stats(fake_engine)
 
     started = time.monotonic()
-    tally = asyncio.run(_drive(url, body, 256, 60, abandon_every=4))
+    tally = asyncio.run(_drive(url, body, 256, 60, 4, 60_000))
     elapsed = time.monotonic() - started
     engine_after = _settle(fake_engine)
     after = _footprint(gateway_process, "fake")
@@ -188,24 +193,26 @@ def test_clients_that_disconnect_free_their_upstream_request(gateway_process, fa
 
 
 @pytest.mark.slow
-def test_32_streaming_clients_against_real_llama_cpp(real_serve):
+def test_16_streaming_clients_against_real_llama_cpp(real_serve):
     url = f"{real_serve.url}/v1/chat/completions"
     body = {"model": "smol", "messages": [{"role": "user", "content": "Say hi"}], "stream": True,
-            "max_tokens": 8}  # fmt: skip
-    warm = asyncio.run(_drive(url, body, 8, 3, abandon_every=0))
+            "max_tokens": 4}  # fmt: skip
+    warm = asyncio.run(_drive(url, body, 8, 3, 0, 0))
     assert not warm.errors, warm.errors[:5]
     before = _footprint(real_serve, "smol")
-    tally = asyncio.run(_drive(url, body, 32, 15, abandon_every=5))
+    # llama-cpp-python runs one generation at a time and notices a gone client only between
+    # tokens: abandoned requests ask for 128 tokens so a slow notice cannot stall the queue
+    tally = asyncio.run(_drive(url, body, 16, 15, 3, 128))
     after = _footprint(real_serve, "smol")
-    record("streamed requests served to 32 clients in 15 s (llama.cpp)", tally.served,
+    record("streamed requests served to 16 clients in 15 s (llama.cpp)", tally.served,
            group="requests served")  # fmt: skip
-    record("errors under load (32 clients, llama.cpp)", len(tally.errors), group="errors")
-    measure("32 clients x 15 s via llama.cpp: served", f"{tally.served} streams, "
+    record("errors under load (16 clients, llama.cpp)", len(tally.errors), group="errors")
+    measure("16 clients x 15 s via llama.cpp: served", f"{tally.served} streams, "
             f"{tally.abandoned} abandoned, {len(tally.errors)} errors")  # fmt: skip
-    measure("32 clients x 15 s via llama.cpp: gateway fds / RSS before -> after",
+    measure("16 clients x 15 s via llama.cpp: gateway fds / RSS before -> after",
             f"{before[0]} -> {after[0]} / {before[1] / 2**20:.1f} -> {after[1] / 2**20:.1f} MiB")  # fmt: skip
     assert not tally.errors, tally.errors[:5]
-    assert tally.served >= 8
+    assert tally.served >= 8 and tally.abandoned >= 1
     assert after[0] <= before[0] + FD_GROWTH, (before, after)
     assert after[1] <= before[1] + RSS_GROWTH, (before, after)
     ok = httpx.post(url, json={**body, "stream": False}, headers=AUTH, timeout=120)
