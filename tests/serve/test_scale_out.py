@@ -203,3 +203,13 @@ def test_killing_a_replica_keeps_the_service_up_and_it_rejoins(two_replicas):
     before = victim.served
     asyncio.run(_streams(two_replicas.base_url, 8, 4))
     assert victim.served - before >= 2, "the restarted replica did not rejoin the rotation"
+
+
+def test_cli_refuses_pipeline_stages_for_llama_cpp_before_starting_anything(base_gguf, tmp_path):
+    command = [sys.executable, "-m", "toolkit.cli", "serve", str(base_gguf), "--port", "0"]
+    command += ["--gpus", "2", "--pipeline-parallel", "2", "--replicas", "2"]
+    env = {**os.environ, "TUNESERVE_MODELS_DIR": str(tmp_path)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "error: --pipeline-parallel is a vLLM option" in done.stderr
+    assert not (tmp_path / "logs").exists()  # no engine was started
