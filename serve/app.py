@@ -253,6 +253,9 @@ def serve_models(
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=5,
+            # Outlast the clients' idle expiry (httpx, and so the openai SDKs, keep 5 s, as
+            # uvicorn does): a server closing first races a request sent on a reused connection.
+            timeout_keep_alive=75,
         )
         server = uvicorn.Server(config)
         thread = threading.Thread(target=server.run, daemon=True, name="gateway")

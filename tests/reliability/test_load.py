@@ -69,7 +69,7 @@ async def _drive(
     request of a client asks for `abandon_tokens` and is dropped after two chunks (0: none)."""
     tally = Tally()
     deadline = time.monotonic() + seconds
-    # idle connections expire before the gateway's own 5 s keep-alive would close them under
+    # idle connections expire well before the gateway's keep-alive (75 s) would close them under
     # a request (the race every HTTP/1.1 client avoids this way)
     limits = httpx.Limits(
         max_connections=clients + 8, max_keepalive_connections=clients + 8, keepalive_expiry=2.0
