@@ -172,7 +172,7 @@ def build_stages(recipe: Recipe, folder: Path, *, backend: str | None, fresh: bo
 
             def answered(done: int, total: int) -> None:
                 eval_status.doing = f"asking {', '.join(models)}"
-                eval_status.done, eval_status.total = done, total
+                eval_status.done, eval_status.total, eval_status.unit = done, total, "requests"
 
             report = run_eval(
                 suites=recipe.eval.suites,
