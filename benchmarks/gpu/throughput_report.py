@@ -92,7 +92,9 @@ def render(summary: dict, info: dict, peak_tflops: float, args: Any) -> str:
             f"{hf_mix['tokens_per_s']:,.0f} tokens/s).",
             "",
         ]
-        goals.append(("best-config speed vs hf best on the mix", ratio, GOALS["best"], ratio >= 2.5))
+        goals.append(
+            ("best-config speed vs hf best on the mix", ratio, GOALS["best"], ratio >= 2.5)
+        )
         goals.append(("MFU of the best config", best["mfu"], GOALS["mfu"], best["mfu"] >= 0.4))
     if goals:
         lines += ["| goal | measured | target | met |", "|---|---|---|---|"]
