@@ -187,7 +187,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--max-tokens", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--role", choices=["fake-engine", "gateway"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
@@ -225,12 +225,13 @@ def main() -> None:
         fake.wait(10)
 
     engine = LlamaCppEngine(name="smol", model_path=builtin_gguf("smollm2-135m"))
+    kind = "llama-server" if engine.native_binary else "llama-cpp-python server"
     supervisor = Supervisor(engine, Path(tempfile.mkdtemp()) / "engine.log", restart=False)
     supervisor.start()
     try:
         rows += _measure(
             engine.base_url,
-            "llama.cpp SmolLM2-135M Q4_1",
+            f"{kind} SmolLM2-135M Q4_1",
             body,
             direct_body,
             ((1, 12), (32, 64)),

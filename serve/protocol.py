@@ -97,6 +97,14 @@ def validate_request(body: dict, chat: bool) -> None:
         raise GatewayError(
             400, "'chat_template_kwargs.enable_thinking' must be a boolean", "chat_template_kwargs"
         )
+    logit_bias = body.get("logit_bias")
+    if logit_bias is not None and not (
+        isinstance(logit_bias, dict)
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in logit_bias.values())
+    ):  # llama-server ignores a malformed one; llama-cpp-python answers 500
+        raise GatewayError(
+            400, "'logit_bias' must be an object of token id -> number", "logit_bias"
+        )
     if not isinstance(body.get("response_format", {}), dict | None):
         raise GatewayError(400, "'response_format' must be an object", "response_format")
 
