@@ -56,7 +56,8 @@ def test_gpus_that_cannot_form_equal_pipeline_stages_are_an_error():
         ScaleOut(gpus=3, pipeline_parallel=2).vllm_sizes()
 
 
-def test_llama_cpp_python_gets_a_layer_split_its_parser_accepts(base_gguf):
+def test_llama_cpp_python_gets_a_layer_split_its_parser_accepts(base_gguf, monkeypatch):
+    monkeypatch.setenv("TUNESERVE_LLAMA_SERVER", "off")  # else a built llama-server is preferred
     argv = LlamaCppEngine(name="smol", model_path=base_gguf, gpus=2, api_key="k").command()
     pairs = _pairs(argv)
     assert pairs["--n_gpu_layers"] == "-1" and pairs["--split_mode"] == "1"
