@@ -33,12 +33,18 @@ PROMPT = "<|im_start|>user\nWrite a short story about a cat.<|im_end|>\n<|im_sta
 
 async def _one(client: httpx.AsyncClient, url: str, body: dict) -> tuple[float, int]:
     started = time.perf_counter()
-    chunks = 0
-    async with client.stream("POST", url, json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("data:") and "[DONE]" not in line:
-                chunks += 1
+    for attempt in range(2):
+        chunks = 0
+        try:
+            async with client.stream("POST", url, json=body) as response:
+                response.raise_for_status()
+                async for line in response.aiter_lines():
+                    if line.startswith("data:") and "[DONE]" not in line:
+                        chunks += 1
+            break
+        except httpx.RemoteProtocolError:  # llama-server closed a kept-alive connection
+            if attempt or chunks:
+                raise
     return time.perf_counter() - started, chunks
 
 
