@@ -10,6 +10,7 @@ with serve_models(["base=models/base/x.gguf", "tuned=models/runs/r/gguf/r-q4_k_m
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import signal
@@ -106,13 +107,11 @@ def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str
             "--pipeline-parallel is a vLLM option; llama.cpp already splits layers over --gpus",
             "drop --pipeline-parallel when serving GGUF files",
         )
-    # CPU replicas share the cores rather than each spawning one thread per core
-    threads = max(1, (os.cpu_count() or 1) // scale.replicas) if scale.replicas > 1 else None
     return LlamaCppEngine(
         name=source.name,
         model_path=source.path,
         gpus=scale.gpus or 0,
-        threads=None if scale.gpus else threads,
+        threads=None if scale.gpus else scale.cpu_threads,
         visible_devices=devices,
     )
 
@@ -177,6 +176,7 @@ def _routes(
     from serve.gateway import ModelRoute
 
     routes = []
+    scale = dataclasses.replace(scale, models=sum(source.url is None for source in sources))
     for source in sources:
         if source.url is not None:
             thinking = bool(source.knows_thinking)

@@ -10,6 +10,7 @@ its supervisor sees it ready.
 from __future__ import annotations
 
 import itertools
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,17 @@ class ScaleOut:
     replicas: int = 1
     gpus: int | None = None  # GPUs per engine (None: the engine's default, one or none)
     pipeline_parallel: int = 1  # vLLM only: pipeline stages over those GPUs
+    models: int = 1  # models served side by side, each with `replicas` engines
+
+    @property
+    def cpu_threads(self) -> int | None:
+        """Threads per llama.cpp engine on CPU: every engine gets its share of the cores.
+
+        llama.cpp's threads spin while they wait, so two engines each given every core slow
+        each other down several times over (seen: base and tuned served together on 2 cores).
+        """
+        engines = self.replicas * self.models
+        return max(1, (os.cpu_count() or 1) // engines) if engines > 1 else None
 
     def vllm_sizes(self) -> tuple[int, int]:
         """(tensor, pipeline) parallel sizes: --gpus N spans N GPUs, N/P per pipeline stage."""
