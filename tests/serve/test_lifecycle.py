@@ -18,6 +18,7 @@ import pytest
 from serve.app import serve_models
 from serve.engines import LlamaCppEngine, free_port
 from serve.supervisor import Supervisor
+from tests.process_tree import alive, descendants
 from tests.serve.conftest import llama_engines
 from toolkit.errors import TuneserveError
 
@@ -91,32 +92,6 @@ def test_crash_gives_503_then_the_engine_is_restarted(own_gateway):
     assert httpx.get(f"{served.root_url}/health").status_code == 200
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(parent, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_sigterm_of_tuneserve_serve_leaves_no_process(base_gguf, tmp_path):
     port = free_port()
     tuneserve = Path(sys.executable).parent / "tuneserve"  # the installed console script
@@ -133,12 +108,12 @@ def test_sigterm_of_tuneserve_serve_leaves_no_process(base_gguf, tmp_path):
                 pass
             assert process.poll() is None, process.stderr.read()
             time.sleep(0.3)
-        children = _descendants(process.pid)
+        children = descendants(process.pid)
         assert children, "the engine runs as a child of tuneserve serve"
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         time.sleep(0.5)
-        assert not [pid for pid in children if _alive(pid)]
+        assert not [pid for pid in children if alive(pid)]
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
     finally:

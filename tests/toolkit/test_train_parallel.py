@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DEMO_RECIPE
+from tests.process_tree import alive, descendants
 from toolkit.errors import TuneserveError
 from toolkit.recipe import TrainSection
 from toolkit.recipe_loader import load_recipe
@@ -158,31 +159,6 @@ def test_a_failing_rank_is_one_clear_error(tmp_path, base_model):
     assert "\n" not in message and caught.value.exit_code == 2
 
 
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-@pytest.mark.slow
 def test_sigterm_checkpoints_every_rank_leaves_no_process_and_resume_finishes(tmp_path, base_model):
     env = {**os.environ, "TUNESERVE_MODELS_DIR": str(tmp_path)}
     command = [sys.executable, "-m", "toolkit.cli", "train", str(DEMO_RECIPE), "--nproc", "2"]
@@ -193,15 +169,15 @@ def test_sigterm_checkpoints_every_rank_leaves_no_process_and_resume_finishes(tm
     deadline = time.monotonic() + 240
     while not (run / "checkpoints" / "checkpoint-2").is_dir() and time.monotonic() < deadline:
         assert child.poll() is None, child.communicate()
-        seen |= _descendants(child.pid)
+        seen |= descendants(child.pid)
         time.sleep(0.2)
-    seen |= _descendants(child.pid)
+    seen |= descendants(child.pid)
     assert len(seen) >= 3, "expected torchrun and two ranks under the launcher"
     child.send_signal(signal.SIGTERM)
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 130, stderr
     assert b"--resume" in stderr
-    assert not [pid for pid in seen if _alive(pid)], "a training process outlived the launcher"
+    assert not [pid for pid in seen if alive(pid)], "a training process outlived the launcher"
     stopped = max(int(p.name.split("-")[1]) for p in (run / "checkpoints").glob("checkpoint-*"))
     assert 2 <= stopped < 40 and not (run / "adapter").exists()
 
