@@ -9,6 +9,9 @@ httpx2 (the fork openai >= 3 sends through), whichever is faster. The harness is
 disk). Runs alternate (bare, harness, bare, ...) and each figure is the median, because the
 machine is shared; client CPU time per request is printed too, as it is steadier. Usage:
   .venv/bin/python benchmarks/eval_throughput.py [--out benchmarks/results/eval_throughput.md]
+Against an engine or gateway that is already running (e.g. vLLM behind the gateway on a GPU):
+  .venv/bin/python benchmarks/eval_throughput.py --url http://127.0.0.1:8100/v1 \
+      --model qwen3-0.6b --api-key KEY --concurrency 1,8,32,64 --label "vLLM Qwen3-0.6B"
 """
 
 from __future__ import annotations
@@ -67,12 +70,22 @@ def http_libraries() -> list:
     return libraries
 
 
-async def bare_rate(base_url: str, bodies: list[dict], concurrency: int, library=httpx) -> float:
+async def bare_rate(
+    base_url: str,
+    bodies: list[dict],
+    concurrency: int,
+    library=httpx,  # noqa: ANN001
+    api_key: str | None = None,
+) -> float:
     """The engine's maximum: as many tight client workers as the concurrency, no extra work."""
     # Timed from the client's creation, as the harness is (its client is made per run too).
     started = time.perf_counter()
     limits = library.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    client = library.AsyncClient(base_url=base_url, timeout=300, limits=limits, verify=False)
+    # the same key as the harness, so an authenticating gateway does the same work for both
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    client = library.AsyncClient(
+        base_url=base_url, timeout=300, limits=limits, verify=False, headers=headers
+    )
     async with client:  # plain http: no CA bundle to load, as in the harness
         pending = iter(bodies)
 
@@ -86,7 +99,14 @@ async def bare_rate(base_url: str, bodies: list[dict], concurrency: int, library
         return len(bodies) / (time.perf_counter() - started)
 
 
-def harness_rate(base_url: str, model: str, items: Suite, concurrency: int, tokens: int) -> float:
+def harness_rate(
+    base_url: str,
+    model: str,
+    items: Suite,
+    concurrency: int,
+    tokens: int,
+    api_key: str | None = None,
+) -> float:
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         answers = asyncio.run(
@@ -94,7 +114,7 @@ def harness_rate(base_url: str, model: str, items: Suite, concurrency: int, toke
                 [items],
                 [model],
                 base_url=base_url,
-                api_key=None,
+                api_key=api_key,
                 concurrency=concurrency,
                 max_tokens=tokens,
                 seed=0,
@@ -116,12 +136,25 @@ def timed(count: int, run, *args) -> tuple[float, float]:
     return rate, (time.process_time() - cpu) / count * 1e6
 
 
-def bare_run(url: str, bodies: list[dict], concurrency: int, library) -> float:
-    return asyncio.run(bare_rate(url, bodies, concurrency, library))
+def bare_run(
+    url: str,
+    bodies: list[dict],
+    concurrency: int,
+    library,  # noqa: ANN001
+    api_key: str | None = None,
+) -> float:
+    return asyncio.run(bare_rate(url, bodies, concurrency, library, api_key))
 
 
 def measure(
-    label: str, url: str, model: str, concurrency: int, n: int, tokens: int, repeats: int
+    label: str,
+    url: str,
+    model: str,
+    concurrency: int,
+    n: int,
+    tokens: int,
+    repeats: int,
+    api_key: str | None = None,
 ) -> tuple:
     libraries = http_libraries()
     bare: dict[str, list] = {lib.__name__: [] for lib in libraries}
@@ -131,10 +164,12 @@ def measure(
         for library in libraries:
             bodies = [request_for(i, model, tokens, 0) for i in suite(n, offset).items]
             offset += n
-            bare[library.__name__].append(timed(n, bare_run, url, bodies, concurrency, library))
+            bare[library.__name__].append(
+                timed(n, bare_run, url, bodies, concurrency, library, api_key)
+            )
         prompts = suite(n, offset)
         offset += n
-        harness.append(timed(n, harness_rate, url, model, prompts, concurrency, tokens))
+        harness.append(timed(n, harness_rate, url, model, prompts, concurrency, tokens, api_key))
     medians = {
         name: (statistics.median(r for r, _ in runs), statistics.median(c for _, c in runs))
         for name, runs in [*bare.items(), ("harness", harness)]
@@ -146,14 +181,24 @@ def measure(
     return row
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--skip-real", action="store_true")
-    args = parser.parse_args()
-    import openai  # noqa: F401  (imported before timing: its import is not per request)
+def int_list(text: str) -> list[int]:
+    return [int(item) for item in text.split(",") if item.strip()]
 
+
+def measure_url(args: argparse.Namespace) -> list:
+    """Rows against a running engine or gateway; the bare loop and the harness share the key."""
+    label = args.label or args.url
+    key, tokens = args.api_key, args.max_tokens
+    # warm-up: imports, first connections, the engine's first requests
+    measure(label, args.url, args.model, 4, min(args.requests, 50), tokens, 1, key)
+    return [
+        measure(label, args.url, args.model, c, args.requests, tokens, args.repeats, key)
+        for c in args.concurrency
+    ]
+
+
+def measure_builtin(args: argparse.Namespace) -> list:
+    """Rows against the fake engine and, unless --skip-real, llama.cpp behind the gateway."""
     rows = []
     for delay_ms, label in ((0.0, "fake engine, instant"), (20.0, "fake engine, 20 ms a request")):
         url, engine = start_fake_engine(delay_ms)
@@ -173,14 +218,46 @@ def main() -> None:
         with serve_models([f"smol={builtin_gguf('smollm2-135m')}"], engine="llamacpp") as served:
             for concurrency in (1, 4):
                 rows.append(measure(label, served.base_url, "smol", concurrency, 16, 16, 2))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-real", action="store_true")
+    running = parser.add_argument_group("an engine or gateway that is already running")
+    running.add_argument("--url", help="OpenAI base URL ending in /v1; measures only this")
+    running.add_argument("--model", default="fake")
+    running.add_argument("--api-key", default=None)
+    running.add_argument("--concurrency", type=int_list, default=[1, 8, 32, 64])
+    running.add_argument("--requests", type=int, default=200, help="per measurement")
+    running.add_argument("--max-tokens", type=int, default=16)
+    running.add_argument("--label", default=None, help="the engine, for the rows")
+    args = parser.parse_args()
+    import openai  # noqa: F401  (imported before timing: its import is not per request)
+
+    if args.url:
+        rows = measure_url(args)
+        setup = [
+            "measured by a bare `httpx` loop with the same request bodies. Engine: "
+            f"{args.label or args.url},",
+            f"measured through {args.url} (model `{args.model}`, max_tokens {args.max_tokens}, "
+            f"{args.requests} requests a run). Medians of alternating runs.",
+        ]
+    else:
+        rows = measure_builtin(args)
+        setup = [
+            "measured by a bare `httpx` loop with the same request bodies. The fake engine",
+            "(`benchmarks/fake_engine.py`) runs in its own process. Medians of alternating runs.",
+        ]
     load = os.getloadavg()[0]
     lines = [
         "# Eval harness throughput",
         "",
         "`benchmarks/eval_throughput.py`: requests/s of the eval harness (`evals.runner`, one",
         "`openai.AsyncOpenAI`, cache writes on) vs the engine's maximum at the same concurrency,",
-        "measured by a bare `httpx` loop with the same request bodies. The fake engine",
-        "(`benchmarks/fake_engine.py`) runs in its own process. Medians of alternating runs.",
+        *setup,
         f"Machine: {os.cpu_count()} CPU cores shared with other work (1-min load {load:.1f}).",
         "",
         "| engine | concurrency | engine max req/s (bare client) | harness req/s | harness / max "
