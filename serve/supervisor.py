@@ -7,7 +7,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -16,6 +15,7 @@ from collections import deque
 from pathlib import Path
 
 from serve.engines.base import Engine, EngineError
+from toolkit.orphans import die_with_parent
 
 
 def last_lines(path: Path, count: int = 20) -> str:
@@ -36,15 +36,6 @@ def _is_ready(url: str, api_key: str | None) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def _die_with_parent() -> None:
-    """Runs in the engine child before exec: if tuneserve is killed, even by SIGKILL (which no
-    handler sees), the kernel kills the engine too, so a killed `tuneserve run` leaves no orphan
-    holding the model in memory. (The engine's own session keeps it out of the caller's group.)"""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class Supervisor:
@@ -101,18 +92,19 @@ class Supervisor:
 
     def _spawn(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = self.engine.argv()
         with self._lock, self.log_path.open("ab") as log:
-            log.write(f"\n--- start: {' '.join(self.engine.command())}\n".encode())
+            log.write(f"\n--- start: {' '.join(argv)}\n".encode())
             log.flush()
             try:
                 self._process = subprocess.Popen(
-                    self.engine.command(),
+                    argv,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     env={**os.environ, **self.engine.env()},
                     start_new_session=True,  # its own process group: stop() kills all of it
-                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                    preexec_fn=die_with_parent(),
                 )
             except OSError as exc:
                 raise EngineError(

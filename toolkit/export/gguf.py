@@ -15,6 +15,7 @@ from pathlib import Path
 
 from toolkit.artifacts import disk_full_error, ran_out_of_disk
 from toolkit.errors import TuneserveError
+from toolkit.orphans import die_with_parent
 
 CONVERTER_TYPES = {"f32", "f16", "bf16", "q8_0"}
 # llama.cpp's llama_ftype values (include/llama.h) for the quantizer.
@@ -39,15 +40,6 @@ def _temp_beside(final: Path) -> Path:
     return Path(name)
 
 
-def _die_with_parent() -> None:
-    """Runs in the converter child: if tuneserve is killed (even by SIGKILL), so is the child,
-    so no orphan keeps writing a file after its parent cleaned up."""
-    import ctypes
-    import signal
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def convert_hf(hf_dir: Path, out: Path, outtype: str) -> Path:
     """Convert an HF model folder to GGUF with llama.cpp's own converter, offline."""
     if outtype not in CONVERTER_TYPES:
@@ -61,7 +53,7 @@ def convert_hf(hf_dir: Path, out: Path, outtype: str) -> Path:
             capture_output=True,
             text=True,
             env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            preexec_fn=die_with_parent(),
         )
         if done.returncode != 0:
             if ran_out_of_disk(tmp.parent, done.stderr or ""):
