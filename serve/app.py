@@ -37,6 +37,8 @@ class ModelSource:
     url: str | None = None
     engine: str = "auto"  # for `url`: "llamacpp" adds repeat_penalty 1.0; "vllm"/"auto" do not
     knows_thinking: bool | None = None  # for `url`: its template reads enable_thinking
+    adapters: tuple[tuple[str, Path], ...] = ()  # LoRA adapters served unmerged (vLLM), by name
+    engine_args: tuple[str, ...] = ()  # passed through to the engine's command line
 
 
 @dataclass
@@ -75,6 +77,55 @@ def parse_model(argument: str | Path | ModelSource) -> ModelSource:
     return ModelSource(name=name, path=path.resolve())
 
 
+def parse_adapter(argument: str) -> tuple[str, Path]:
+    """`NAME=PATH` of a PEFT adapter folder (a run's adapter/ or its lora export)."""
+    name, sep, path_text = argument.partition("=")
+    if not sep or not name or ":" in name:
+        raise TuneserveError(
+            f"--lora {argument!r} is not NAME=PATH",
+            "name the adapter: --lora tuned=models/runs/RUN/adapter",
+        )
+    path = Path(path_text).expanduser()
+    if not (path / "adapter_config.json").is_file():
+        raise TuneserveError(
+            f"--lora {name}: {path} is not a LoRA adapter folder (no adapter_config.json)",
+            "give a run's adapter/ folder, e.g. models/runs/RUN/adapter",
+        )
+    return name, path.resolve()
+
+
+def _adapter_base(adapter: Path) -> Path | None:
+    """The base model folder PEFT recorded in the adapter, when it is a local path."""
+    import json
+
+    try:
+        recorded = json.loads((adapter / "adapter_config.json").read_text())
+        return Path(recorded["base_model_name_or_path"]).expanduser().resolve()
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _attach_adapters(sources: list[ModelSource], lora: Sequence[str]) -> list[ModelSource]:
+    """Each adapter rides on the engine of its base model (vLLM's --lora-modules): the one
+    model started here, or, among several, the folder the adapter says it was trained on."""
+    started = [i for i, source in enumerate(sources) if source.url is None]
+    sources = list(sources)
+    for argument in lora:
+        name, path = parse_adapter(argument)
+        base = _adapter_base(path)
+        matches = [i for i in started if len(started) == 1 or sources[i].path == base]
+        if len(matches) != 1:
+            raise TuneserveError(
+                f"--lora {name}: cannot tell which served model is its base "
+                f"(it names {base or 'none'})",
+                "serve the adapter's base model folder with it, e.g. "
+                "tuneserve serve BASE_FOLDER --lora NAME=ADAPTER",
+            )
+        target = sources[matches[0]]
+        sources[matches[0]] = dataclasses.replace(target, adapters=(*target.adapters, (name, path)))
+    return sources
+
+
 def check_bind(host: str, api_key: str | None) -> None:
     """Refuse to listen beyond this machine without an API key (SPEC §7)."""
     if api_key:
@@ -90,10 +141,14 @@ def check_bind(host: str, api_key: str | None) -> None:
         )
 
 
+def _engine_kind(source: ModelSource, engine: str) -> str:
+    assert source.path is not None
+    return pick_engine(str(source.path), source.engine if source.engine != "auto" else engine)
+
+
 def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str | None) -> Engine:
     assert source.path is not None
-    kind = pick_engine(str(source.path), source.engine if source.engine != "auto" else engine)
-    if kind == "vllm":
+    if _engine_kind(source, engine) == "vllm":
         tensor, pipeline = scale.vllm_sizes()
         return VllmEngine(
             name=source.name,
@@ -101,6 +156,14 @@ def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str
             tensor_parallel_size=tensor,
             pipeline_parallel_size=pipeline,
             visible_devices=devices,
+            gpu_memory_utilization=scale.vllm_memory_fraction,
+            lora_modules=dict(source.adapters),
+            extra_args=list(source.engine_args),
+        )
+    if source.adapters:
+        raise TuneserveError(
+            "LoRA adapters are served unmerged by vLLM only, and this model runs on llama.cpp",
+            "serve the run's GGUF export instead (`tuneserve export RUN --format gguf`)",
         )
     if scale.pipeline_parallel > 1:
         raise TuneserveError(
@@ -113,6 +176,7 @@ def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str
         gpus=scale.gpus or 0,
         threads=None if scale.gpus else scale.cpu_threads,
         visible_devices=devices,
+        extra_args=list(source.engine_args),
     )
 
 
@@ -123,8 +187,10 @@ def _engine_route(
     scale: ScaleOut,
     log_dir: Path,
     ready_timeout: float,
-):  # noqa: ANN202 (a ModelRoute; serve.gateway is imported lazily)
-    """One engine, or `scale.replicas` engines pooled behind the model's name."""
+):  # noqa: ANN202 (ModelRoutes; serve.gateway is imported lazily)
+    """One engine, or `scale.replicas` engines pooled behind the model's name; each adapter
+    it carries is one more route to the same engines, under the adapter's own name (vLLM
+    answers to the LoRA module's name in `model`)."""
     from serve.gateway import ModelRoute
     from serve.supervisor import Supervisor
 
@@ -145,23 +211,30 @@ def _engine_route(
         pool = ReplicaPool(source.name, replicas)
     built = engines[0]
     template = built.chat_template()
-    return ModelRoute(
-        source.name,
-        built.base_url,
-        mode or default_mode(template),
-        knows_thinking=template_knows_thinking(template),
-        engine=built,
-        supervisor=None if pool else supervisors[0],
-        upstream_key=built.api_key,
-        extra_sampling=built.extra_sampling(),
-        pool=pool,
-    )
+    names = [source.name] + [name for name, _ in source.adapters]
+    return [
+        ModelRoute(
+            name,
+            built.base_url,
+            mode or default_mode(template),
+            knows_thinking=template_knows_thinking(template),
+            engine=built,
+            supervisor=None if pool else supervisors[0],
+            upstream_key=built.api_key,
+            extra_sampling=built.extra_sampling(),
+            pool=pool,
+        )
+        for name in names
+    ]
 
 
-def _supervisors(route) -> list:  # noqa: ANN001
-    if route.pool is not None:
-        return route.pool.supervisors
-    return [route.supervisor] if route.supervisor is not None else []
+def _supervisors(routes: list) -> list:
+    """Every engine's supervisor once (an adapter's route shares its base model's engines)."""
+    found: dict[int, object] = {}
+    for route in routes:
+        owned = route.pool.supervisors if route.pool is not None else [route.supervisor]
+        found.update((id(s), s) for s in owned if s is not None)
+    return list(found.values())
 
 
 def _routes(
@@ -176,7 +249,9 @@ def _routes(
     from serve.gateway import ModelRoute
 
     routes = []
-    scale = dataclasses.replace(scale, models=sum(source.url is None for source in sources))
+    started = [source for source in sources if source.url is None]
+    vllm = sum(_engine_kind(source, engine) == "vllm" for source in started)
+    scale = dataclasses.replace(scale, models=len(started), vllm_models=vllm)
     for source in sources:
         if source.url is not None:
             thinking = bool(source.knows_thinking)
@@ -190,16 +265,15 @@ def _routes(
                 )
             )
             continue
-        routes.append(_engine_route(source, engine, mode, scale, log_dir, ready_timeout))
+        routes += _engine_route(source, engine, mode, scale, log_dir, ready_timeout)
     # start every engine before waiting on any: they load in parallel
-    for route in routes:
-        for supervisor in _supervisors(route):
-            stack.callback(supervisor.stop)
-            supervisor.launch()
-    for route in routes:
-        for supervisor in _supervisors(route):
-            supervisor.wait_ready()
-            supervisor.start_watching()
+    supervisors = _supervisors(routes)
+    for supervisor in supervisors:
+        stack.callback(supervisor.stop)
+        supervisor.launch()
+    for supervisor in supervisors:
+        supervisor.wait_ready()
+        supervisor.start_watching()
     return routes
 
 
@@ -217,21 +291,32 @@ def serve_models(
     replicas: int = 1,
     gpus: int | None = None,
     pipeline_parallel: int = 1,
+    lora: Sequence[str] = (),
+    engine_args: Sequence[str] = (),
 ) -> Iterator[Served]:
     """Start one engine per model and the gateway in front; stop everything on exit.
 
     `port=0` picks a free port (see `Served.base_url`). Raises TuneserveError when an engine
     does not get ready (the message quotes its log) or the bind is unsafe. `replicas` engines
     serve each model behind its one name (serve/replicas.py); `gpus` is the GPUs of each
-    engine (vLLM tensor x `pipeline_parallel`, llama.cpp's layer split).
+    engine (vLLM tensor x `pipeline_parallel`, llama.cpp's layer split). `lora` (NAME=PATH)
+    serves adapters unmerged next to the one base model (vLLM); `engine_args` go verbatim to
+    every engine's command line.
     """
     import uvicorn
 
     from serve.gateway import Gateway
 
     check_bind(host, api_key)
-    sources = [parse_model(model) for model in models]
-    names = [source.name for source in sources]
+    sources = _attach_adapters([parse_model(model) for model in models], lora)
+    if engine_args:
+        sources = [
+            dataclasses.replace(source, engine_args=tuple(engine_args))
+            if source.url is None
+            else source
+            for source in sources
+        ]
+    names = [name for s in sources for name in [s.name, *(a for a, _ in s.adapters)]]
     if len(set(names)) != len(names):
         raise TuneserveError(f"two models share a name: {names}", "name them with NAME=PATH")
     if log_dir is None:
@@ -242,9 +327,8 @@ def serve_models(
         scale = ScaleOut(replicas, gpus, pipeline_parallel)
         routes = _routes(sources, engine, mode, stack, log_dir, ready_timeout, scale)
         gateway = Gateway(routes, api_key=api_key)
-        for route in routes:
-            if route.pool is not None:
-                route.pool.register_metrics(gateway.registry)
+        for pool in {id(r.pool): r.pool for r in routes if r.pool is not None}.values():
+            pool.register_metrics(gateway.registry)
         config = uvicorn.Config(
             gateway.app,
             host=host,

@@ -13,7 +13,9 @@ import click
 
 Then any OpenAI client: base_url http://127.0.0.1:8000/v1, model "tuned" (or "tuned:chat").
 
-Scale out: --replicas 2 (two engines, least-busy routing), --gpus 2 (vLLM tensor parallel).""",
+Scale out: --replicas 2 (two engines, least-busy routing), --gpus 2 (vLLM tensor parallel).
+
+Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/runs/x/adapter""",
 )
 @click.argument("models", nargs=-1, required=True)
 @click.option(
@@ -54,6 +56,19 @@ Scale out: --replicas 2 (two engines, least-busy routing), --gpus 2 (vLLM tensor
     type=click.IntRange(1, 64),
     help="vLLM pipeline stages over --gpus (tensor parallel = gpus / stages).",
 )
+@click.option(
+    "--lora",
+    multiple=True,
+    metavar="NAME=ADAPTER",
+    help="Serve a LoRA adapter unmerged on the base MODEL, as model NAME (vLLM; repeatable).",
+)
+@click.option(
+    "--engine-arg",
+    "engine_args",
+    multiple=True,
+    metavar="ARG",
+    help="Pass ARG to every engine's command line, e.g. --engine-arg=--enable-log-requests.",
+)
 def serve_command(
     models: tuple[str, ...],
     engine: str,
@@ -66,6 +81,8 @@ def serve_command(
     replicas: int,
     gpus: int | None,
     pipeline_parallel: int,
+    lora: tuple[str, ...],
+    engine_args: tuple[str, ...],
 ) -> None:
     """Serve MODEL... (GGUF files or merged16 folders, optionally NAME=PATH) behind an
     OpenAI-compatible gateway with per-mode sampling defaults."""
@@ -87,4 +104,6 @@ def serve_command(
         replicas=replicas,
         gpus=gpus,
         pipeline_parallel=pipeline_parallel,
+        lora=lora,
+        engine_args=engine_args,
     )

@@ -36,6 +36,7 @@ class ScaleOut:
     gpus: int | None = None  # GPUs per engine (None: the engine's default, one or none)
     pipeline_parallel: int = 1  # vLLM only: pipeline stages over those GPUs
     models: int = 1  # models served side by side, each with `replicas` engines
+    vllm_models: int = 0  # how many of them run on vLLM (they share each GPU's memory)
 
     @property
     def cpu_threads(self) -> int | None:
@@ -46,6 +47,12 @@ class ScaleOut:
         """
         engines = self.replicas * self.models
         return max(1, (os.cpu_count() or 1) // engines) if engines > 1 else None
+
+    @property
+    def vllm_memory_fraction(self) -> float:
+        """--gpu-memory-utilization of each vLLM engine. vLLM claims that share of a GPU up
+        front, so two models side by side asking 0.9 each would not both start."""
+        return round(0.9 / max(1, self.vllm_models), 3)
 
     def vllm_sizes(self) -> tuple[int, int]:
         """(tensor, pipeline) parallel sizes: --gpus N spans N GPUs, N/P per pipeline stage."""

@@ -32,6 +32,8 @@ class Engine(ABC):
     host: str = "127.0.0.1"
     api_key: str | None = None
     visible_devices: str | None = None  # CUDA_VISIBLE_DEVICES of this engine (a replica's GPUs)
+    # `tuneserve serve --engine-arg`: passed through verbatim after the launcher's own flags
+    extra_args: list[str] = field(default_factory=list)
 
     kind: ClassVar[str] = "engine"  # "llamacpp", "vllm"
     # True when the gateway renders the chat template and calls /v1/completions (see llamacpp.py)
@@ -40,6 +42,10 @@ class Engine(ABC):
     @abstractmethod
     def command(self) -> list[str]:
         """The argv that starts the engine."""
+
+    def argv(self) -> list[str]:
+        """What the supervisor runs: the launcher's command, then the user's own flags."""
+        return [*self.command(), *self.extra_args]
 
     @property
     def base_url(self) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -73,8 +74,17 @@ class VllmEngine(Engine):
             return template if isinstance(template, str) else None
         return None
 
+    @staticmethod
+    def launcher() -> list[str]:
+        """`vllm` when on PATH, else its CLI module: wheels installed with `pip --target` (as on
+        an offline GPU machine) bring the package but no script."""
+        if shutil.which("vllm"):
+            return ["vllm"]
+        return [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+
     def command(self) -> list[str]:
-        argv = ["vllm", "serve", str(self.model_path), "--served-model-name", self.name]
+        argv = [*self.launcher(), "serve", str(self.model_path)]
+        argv += ["--served-model-name", self.name]
         argv += ["--host", self.host, "--port", str(self.port)]
         argv += ["--max-model-len", str(self.max_model_len)]
         argv += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]

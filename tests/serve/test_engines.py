@@ -35,6 +35,21 @@ def _flags(argv: list[str]) -> list[str]:
     return [token for token in argv if token.startswith("-")]
 
 
+def vllm_args(engine: VllmEngine) -> list[str]:
+    """What `vllm` itself receives: the command after the launcher (`vllm` or `python -m ...`)."""
+    return engine.argv()[len(engine.launcher()) :]
+
+
+def test_vllm_runs_from_its_module_when_no_vllm_script_is_on_path(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert VllmEngine.launcher() == [sys.executable, "-m", "vllm.entrypoints.cli.main"]
+    (tmp_path / "vllm").write_text("#!/bin/sh\n")
+    (tmp_path / "vllm").chmod(0o755)
+    assert VllmEngine.launcher() == ["vllm"]
+
+
 @pytest.mark.parametrize("template", [QWEN3, CHATML])
 def test_every_vllm_flag_the_launcher_emits_is_in_vllms_parser(tmp_path, template):
     engine = VllmEngine(
@@ -45,8 +60,8 @@ def test_every_vllm_flag_the_launcher_emits_is_in_vllms_parser(tmp_path, templat
         tensor_parallel_size=2,
         lora_modules={"a": _adapter(tmp_path, 32), "b": _adapter(tmp_path, 20)},
     )
-    argv = engine.command()
-    assert argv[:3] == ["vllm", "serve", str(engine.model_path)]
+    argv = vllm_args(engine)
+    assert argv[:2] == ["serve", str(engine.model_path)]
     unknown = [flag for flag in _flags(argv) if flag not in SNAPSHOT["options"]]
     assert not unknown, f"not options of vllm serve {SNAPSHOT['vllm_version']}: {unknown}"
 

@@ -20,6 +20,7 @@ from serve.engines import LlamaCppEngine, VllmEngine
 from serve.engines.llamacpp import gpu_split_flags
 from serve.protocol import GatewayError
 from serve.replicas import Replica, ReplicaPool, ScaleOut, device_groups
+from tests.serve.test_engines import vllm_args
 from toolkit.errors import TuneserveError
 
 SNAPSHOT = json.loads(
@@ -44,7 +45,7 @@ def test_gpus_map_to_vllm_parallel_sizes_its_parser_accepts(tmp_path, gpus, stag
         tensor_parallel_size=tensor,
         pipeline_parallel_size=pipeline,
     )
-    argv = engine.command()
+    argv = vllm_args(engine)
     flags = [token for token in argv if token.startswith("-")]
     assert not [flag for flag in flags if flag not in SNAPSHOT["options"]]
     assert _pairs(argv)["--tensor-parallel-size"] == str(tensor)

@@ -1,0 +1,190 @@
+"""`tuneserve serve --engine vllm` end to end on CPU, with a stand-in `vllm` on PATH: adapters
+served unmerged (one engine, one route per adapter), GPU memory shared by models side by side,
+and --engine-arg passed through. The stand-in records its argv and answers like vLLM would
+(the model it was asked for); the real vLLM runs this same path in test_vllm_gpu.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import openai
+import pytest
+
+from serve.app import serve_models
+from tests.serve.test_engines import SNAPSHOT
+from toolkit.errors import TuneserveError
+from toolkit.templates import QWEN3
+
+FAKE_VLLM = """#!{python}
+import json, os, sys
+from pathlib import Path
+import uvicorn
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+argv = sys.argv[1:]
+Path(os.environ["FAKE_VLLM_LOG"], f"{{os.getpid()}}.json").write_text(json.dumps(argv))
+port = int(argv[argv.index("--port") + 1])
+
+async def chat(request):
+    body = await request.json()
+    text = "model=" + body["model"]
+    message = {{"role": "assistant", "content": text}}
+    return JSONResponse({{"id": "c", "object": "chat.completion", "created": 1,
+        "model": body["model"], "choices": [{{"index": 0, "message": message,
+        "finish_reason": "stop"}}], "usage": {{"prompt_tokens": 1, "completion_tokens": 1,
+        "total_tokens": 2}}}})
+
+async def health(request):
+    return JSONResponse({{}})
+
+app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                        Route("/health", health)])
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+"""
+
+
+@pytest.fixture
+def fake_vllm(tmp_path, monkeypatch) -> Path:
+    """A `vllm` on PATH; returns the folder where each launch leaves its argv."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "launches"
+    bin_dir.mkdir()
+    log.mkdir()
+    script = bin_dir / "vllm"
+    script.write_text(FAKE_VLLM.format(python=sys.executable))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}")
+    monkeypatch.setenv("FAKE_VLLM_LOG", str(log))
+    return log
+
+
+def _launches(log: Path) -> list[list[str]]:
+    return [json.loads(path.read_text()) for path in sorted(log.glob("*.json"))]
+
+
+def _folder(tmp_path: Path, name: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": QWEN3}))
+    return folder
+
+
+def _adapter(tmp_path: Path, name: str, rank: int = 16, base: Path | None = None) -> Path:
+    adapter = tmp_path / name
+    adapter.mkdir()
+    config = {"r": rank, "base_model_name_or_path": str(base or "Qwen/Qwen3-0.6B")}
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    return adapter
+
+
+def _value(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def _answer(served, model: str) -> str:
+    client = openai.OpenAI(base_url=served.base_url, api_key="none", max_retries=0)
+    reply = client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}]
+    )
+    return reply.choices[0].message.content
+
+
+def test_adapters_are_served_unmerged_by_the_one_base_engine(tmp_path, fake_vllm):
+    base = _folder(tmp_path, "base")
+    first, second = _adapter(tmp_path, "a1", 16), _adapter(tmp_path, "a2", 64)
+    with serve_models(
+        [f"base={base}"],
+        engine="vllm",
+        lora=[f"tuned={first}", f"other={second}"],
+        log_dir=tmp_path / "logs",
+    ) as served:
+        assert served.names == ["base", "tuned", "other"]
+        client = openai.OpenAI(base_url=served.base_url, api_key="none", max_retries=0)
+        listed = {model.id for model in client.models.list()}
+        assert {"base", "tuned", "other", "tuned:thinking", "other:chat"} <= listed
+        # vLLM picks the adapter by the name in `model`: each route forwards its own name
+        assert _answer(served, "tuned") == "model=tuned"
+        assert _answer(served, "other:chat") == "model=other"
+        assert _answer(served, "base") == "model=base"
+    [argv] = _launches(fake_vllm)  # one engine carries both adapters
+    assert argv[:2] == ["serve", str(base.resolve())]
+    modules = argv[argv.index("--lora-modules") + 1 :][:2]
+    assert modules == [f"tuned={first.resolve()}", f"other={second.resolve()}"]
+    assert "--enable-lora" in argv and _value(argv, "--max-lora-rank") == "64"
+    assert not [flag for flag in argv if flag.startswith("-") and flag not in SNAPSHOT["options"]]
+
+
+def test_models_side_by_side_share_the_gpu_memory_and_take_engine_args(tmp_path, fake_vllm):
+    one, two = _folder(tmp_path, "one"), _folder(tmp_path, "two")
+    with serve_models(
+        [str(one), str(two)],
+        engine="vllm",
+        engine_args=["--enable-log-requests", "--max-num-seqs", "64"],
+        log_dir=tmp_path / "logs",
+    ) as served:
+        assert _answer(served, "two") == "model=two"
+    launches = _launches(fake_vllm)
+    assert len(launches) == 2
+    for argv in launches:
+        assert _value(argv, "--gpu-memory-utilization") == "0.45"  # 0.9 between two models
+        assert argv[-3:] == ["--enable-log-requests", "--max-num-seqs", "64"]
+
+
+def test_one_model_alone_gets_the_usual_gpu_share(tmp_path, fake_vllm):
+    with serve_models([str(_folder(tmp_path, "solo"))], engine="vllm", log_dir=tmp_path / "l"):
+        pass
+    [argv] = _launches(fake_vllm)
+    assert _value(argv, "--gpu-memory-utilization") == "0.9"
+
+
+@pytest.mark.parametrize(
+    ("lora", "match"),
+    [
+        (["tuned"], "is not NAME=PATH"),
+        (["tuned:chat=x"], "is not NAME=PATH"),
+        (["tuned=/nonexistent/adapter"], "not a LoRA adapter folder"),
+    ],
+)
+def test_bad_lora_arguments_are_clear_errors(tmp_path, fake_vllm, lora, match):
+    with (
+        pytest.raises(TuneserveError, match=match),
+        serve_models([str(_folder(tmp_path, "base"))], engine="vllm", lora=lora),
+    ):
+        pass
+    assert not _launches(fake_vllm)
+
+
+def test_among_several_models_an_adapter_rides_on_the_base_it_names(tmp_path, fake_vllm):
+    base, merged = _folder(tmp_path, "base"), _folder(tmp_path, "merged16")
+    adapter = _adapter(tmp_path, "adapter", base=base)
+    with serve_models(
+        [f"tuned={merged}", f"base={base}"],
+        engine="vllm",
+        lora=[f"tuned-lora={adapter}"],
+        log_dir=tmp_path / "logs",
+    ) as served:
+        assert served.names == ["tuned", "base", "tuned-lora"]
+        assert _answer(served, "tuned-lora") == "model=tuned-lora"
+    by_model = {argv[1]: argv for argv in _launches(fake_vllm)}
+    assert "--lora-modules" not in by_model[str(merged.resolve())]
+    lora = by_model[str(base.resolve())]
+    assert lora[lora.index("--lora-modules") + 1] == f"tuned-lora={adapter.resolve()}"
+
+
+def test_lora_needs_a_base_it_can_find_and_vllm(tmp_path, fake_vllm, base_gguf):
+    adapter = f"tuned={_adapter(tmp_path, 'a')}"
+    two = [str(_folder(tmp_path, "x")), str(_folder(tmp_path, "y"))]
+    with (
+        pytest.raises(TuneserveError, match="cannot tell which served model is its base"),
+        serve_models(two, engine="vllm", lora=[adapter]),
+    ):
+        pass
+    with (
+        pytest.raises(TuneserveError, match="served unmerged by vLLM only"),
+        serve_models([str(base_gguf)], lora=[adapter], log_dir=tmp_path / "logs"),
+    ):
+        pass
+    assert not _launches(fake_vllm)
