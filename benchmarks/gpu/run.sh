@@ -7,11 +7,12 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 # The device returns at most 8 files from $OUT: stages write to $RESULTS, packed into one tarball.
 OUT=${OUT:-/tmp/tuneserve-gpu-out}; RESULTS=/tmp/tsgpu-results; mkdir -p "$OUT" "$RESULTS"
-SITE=/tmp/site WORK=/tmp/tsgpu
+SITE=/tmp/site WORK=/tmp/tsgpu VW=/tmp/tsvllm
 export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
   HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TUNESERVE_BASE_DIR="$PWD/benchmarks/gpu/wheels-base" \
   NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 \
-  TORCHINDUCTOR_CACHE_DIR=/tmp/inductor UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_compiled
+  TORCHINDUCTOR_CACHE_DIR=/tmp/inductor UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_compiled \
+  VLLM_CACHE_ROOT=/tmp/vllm-cache VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 TOKENIZER="$TUNESERVE_BASE_DIR/smollm2-135m-instruct"
 tuneserve() { python3 -m toolkit.cli "$@"; }
 
@@ -59,10 +60,37 @@ stage_ddp() {
   mkdir -p "$RESULTS/ddp" && cp "$WORK-ddp"/train_ddp.* "$RESULTS/ddp/"
 }
 
+stage_vllm_setup() {  # vLLM 0.26.0: wheels-vllm/part1..5 (../shared/gpu/wheelhouse.sh), one call each
+  local wheels=/tmp/vllm-wheels; mkdir -p "$wheels"
+  cat benchmarks/gpu/wheels-vllm/part*/vllm-0.26.0-*.whl.part* \
+    > "$wheels/vllm-0.26.0-cp38-abi3-manylinux_2_28_x86_64.whl" || return 1
+  cp benchmarks/gpu/wheels-vllm/part*/*.whl "$wheels/" || return 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" "$wheels"/*.whl || return 1
+  python3 benchmarks/gpu/vllm_cli_snapshot.py "$RESULTS/vllm_cli_snapshot.json"
+}
+
+stage_vllm_models() {  # a Qwen3-0.6B-shaped base, fine-tuned with Unsloth, exported lora + merged16
+  rm -rf "$VW" && mkdir -p "$VW" && cd "$VW" || return 1
+  # Qwen3-0.6B's dimensions with the tokenizer's own vocabulary: a random model sampling ids
+  # past the tokenizer would give vLLM tokens it cannot detokenize.
+  python3 -c "from pathlib import Path; from toolkit.shapes import Qwen3Shape, build_qwen3; build_qwen3(Path('$VW/base'), Qwen3Shape(1024, 3072, 28, 16, 8, 128, True), Path('$TOKENIZER'), dtype='bfloat16')" || return 1
+  sed "s#@MODEL@#$VW/base#; s#@DATA@#$OLDPWD/toolkit/demo/facts.jsonl#" \
+    "$OLDPWD/benchmarks/gpu/vllm_recipe.yaml" > recipe.yaml
+  TUNESERVE_MODELS_DIR="$VW/models" tuneserve train recipe.yaml --backend unsloth &&
+  TUNESERVE_MODELS_DIR="$VW/models" tuneserve export gpu-vllm --format lora,merged16 || return 1
+  grep -o '"base_model_name_or_path": "[^"]*"' "$VW/models/runs/gpu-vllm/adapter/adapter_config.json"
+  ls "$VW/models/runs/gpu-vllm" "$VW/models/runs/gpu-vllm/merged16"
+}
+
+stage_vllm_serve() {  # `tuneserve serve --engine vllm` once; tests, benchmarks and eval through it
+  bash benchmarks/gpu/vllm_serve.sh
+}
+
 # Stages stop at the deadline (seconds from now; a device call may run 600 s) so that what
 # they wrote is still packed and comes back.
 DEADLINE=${DEADLINE:-560}
-export SITE WORK OUT RESULTS TOKENIZER
+export SITE WORK VW OUT RESULTS TOKENIZER
 export -f tuneserve $(compgen -A function stage_)
 status=0
 for stage in "$@"; do
