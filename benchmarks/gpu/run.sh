@@ -70,14 +70,17 @@ stage_vllm_setup() {  # vLLM 0.26.0: wheels-vllm/part1..5 (../shared/gpu/wheelho
   python3 benchmarks/gpu/vllm_cli_snapshot.py "$RESULTS/vllm_cli_snapshot.json"
 }
 
-stage_vllm_models() {  # a Qwen3-0.6B-shaped base, fine-tuned with Unsloth, exported lora + merged16
+stage_vllm_models() {  # a Qwen3-shaped base, fine-tuned a few steps ($VLLM_BACKEND), exported lora + merged16
   rm -rf "$VW" && mkdir -p "$VW" && cd "$VW" || return 1
-  # Qwen3-0.6B's dimensions with the tokenizer's own vocabulary: a random model sampling ids
-  # past the tokenizer would give vLLM tokens it cannot detokenize.
-  python3 -c "from pathlib import Path; from toolkit.shapes import Qwen3Shape, build_qwen3; build_qwen3(Path('$VW/base'), Qwen3Shape(1024, 3072, 28, 16, 8, 128, True), Path('$TOKENIZER'), dtype='bfloat16')" || return 1
+  # Qwen3 dimensions with the tokenizer's own vocabulary: a random model sampling ids past the
+  # tokenizer would give vLLM tokens it cannot detokenize. VLLM_SHAPE=small: 4 layers of 512,
+  # ready in seconds (when device time is short); 0.6b: Qwen3-0.6B's dimensions.
+  local shape="1024, 3072, 28, 16, 8, 128, True"
+  [ "${VLLM_SHAPE:-0.6b}" = small ] && shape="512, 1536, 4, 4, 2, 128, True"
+  python3 -c "from pathlib import Path; from toolkit.shapes import Qwen3Shape, build_qwen3; build_qwen3(Path('$VW/base'), Qwen3Shape($shape), Path('$TOKENIZER'), dtype='bfloat16')" || return 1
   sed "s#@MODEL@#$VW/base#; s#@DATA@#$OLDPWD/toolkit/demo/facts.jsonl#" \
     "$OLDPWD/benchmarks/gpu/vllm_recipe.yaml" > recipe.yaml
-  TUNESERVE_MODELS_DIR="$VW/models" tuneserve train recipe.yaml --backend unsloth &&
+  TUNESERVE_MODELS_DIR="$VW/models" tuneserve train recipe.yaml --backend "${VLLM_BACKEND:-unsloth}" &&
   TUNESERVE_MODELS_DIR="$VW/models" tuneserve export gpu-vllm --format lora,merged16 || return 1
   grep -o '"base_model_name_or_path": "[^"]*"' "$VW/models/runs/gpu-vllm/adapter/adapter_config.json"
   ls "$VW/models/runs/gpu-vllm" "$VW/models/runs/gpu-vllm/merged16"

@@ -4,7 +4,12 @@
 # the call runs out of time: vLLM's raw response shapes, the `gpu` tests, the gateway overhead at
 # GPU speed, the before/after eval, the harness rate, and last the SIGTERM test.
 # Needs: stage vllm_setup (vLLM installed) and vllm_models (the run in $VW/models).
+# VLLM_QUICK=1 (when device time is short): vLLM with --enforce-eager (no torch.compile, no CUDA
+# graphs: ready in about a minute, slower per token) and fewer benchmark requests.
 set -uo pipefail
+quick=${VLLM_QUICK:-0}
+eager=(); per_stream=4; rounds=2; max_tokens=256
+[ "$quick" = 1 ] && { eager=(--engine-arg=--enforce-eager); per_stream=2; rounds=1; max_tokens=128; }
 export TUNESERVE_MODELS_DIR="$VW/models"
 run="$VW/models/runs/gpu-vllm" logs="$VW/models/logs/serve" key=gpu-test-key port=8100
 gateway="http://127.0.0.1:$port"
@@ -14,7 +19,7 @@ rm -rf "$logs"
 started=$SECONDS
 python3 -m toolkit.cli serve "tuned=$run/merged16" "base=$base" --lora "tuned-lora=$run/adapter" \
   --engine vllm --api-key "$key" --port "$port" --ready-timeout 540 \
-  --engine-arg=--enable-log-requests > "$RESULTS/serve.log" 2>&1 &
+  --engine-arg=--enable-log-requests "${eager[@]}" > "$RESULTS/serve.log" 2>&1 &
 pid=$!
 collect() {
   mkdir -p "$RESULTS/engine-logs"
@@ -48,8 +53,8 @@ python3 -m pytest -m gpu tests/serve/test_vllm_gpu.py -k "not sigterm" -p no:cac
   -s --timeout=300 2>&1 | tee "$RESULTS/pytest_vllm.txt"
 
 python3 benchmarks/gateway_overhead.py --gateway-url "$gateway" --engine-url "http://127.0.0.1:$engine" \
-  --model tuned --api-key "$key" --streams 1,8,32,64 --requests-per-stream 4 --max-tokens 256 \
-  --client-procs 4 --rounds 2 --label "vLLM 0.26.0, Qwen3-0.6B-shaped" \
+  --model tuned --api-key "$key" --streams 1,8,32,64 --requests-per-stream "$per_stream" --max-tokens "$max_tokens" \
+  --client-procs 4 --rounds "$rounds" --label "vLLM 0.26.0, ${VLLM_SHAPE:-0.6b} Qwen3${eager[*]:+, eager}" \
   --out "$RESULTS/gateway_overhead_vllm.md"
 
 eval_started=$SECONDS
@@ -58,11 +63,11 @@ python3 -m toolkit.cli eval --suite heldout --suite guard --model base --model t
   --max-tokens 128 --report "$RESULTS/eval" 2>&1 | tee "$RESULTS/eval.txt"
 echo "eval wall: $((SECONDS - eval_started)) s" | tee -a "$RESULTS/eval.txt"
 
-python3 benchmarks/eval_throughput.py --url "http://127.0.0.1:$engine/v1" --model tuned \
+[ "$quick" = 1 ] || python3 benchmarks/eval_throughput.py --url "http://127.0.0.1:$engine/v1" --model tuned \
   --concurrency 1,8,32,64 --requests 100 --repeats 2 --max-tokens 16 \
   --label "vLLM 0.26.0 direct" --out "$RESULTS/eval_throughput_vllm_direct.md"
 python3 benchmarks/eval_throughput.py --url "$gateway/v1" --model tuned --api-key "$key" \
-  --concurrency 8,64 --requests 100 --repeats 2 --max-tokens 16 \
+  --concurrency "$([ "$quick" = 1 ] && echo 64 || echo 8,64)" --requests 100 --repeats "$rounds" --max-tokens 16 \
   --label "vLLM 0.26.0 via gateway" --out "$RESULTS/eval_throughput_vllm_gateway.md"
 
 python3 -m pytest -m gpu tests/serve/test_vllm_gpu.py -k sigterm -p no:cacheprovider -q -rA \
