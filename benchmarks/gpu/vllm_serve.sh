@@ -26,6 +26,7 @@ collect() {
   for log in "$logs"/*.log; do tail -c 3000000 "$log" > "$RESULTS/engine-logs/$(basename "$log")"; done
 }
 trap collect EXIT
+trap 'collect; exit 143' TERM INT  # run.sh's deadline: the engines' logs still come back
 until python3 -c "import httpx, sys; sys.exit(httpx.get('$gateway/v1/models', headers={'Authorization': 'Bearer $key'}, timeout=2).status_code != 200)" 2> /dev/null; do
   kill -0 "$pid" 2> /dev/null || { echo "tuneserve serve exited"; tail -30 "$RESULTS/serve.log"; exit 1; }
   sleep 2
@@ -51,6 +52,7 @@ export TUNESERVE_VLLM_GATEWAY="$gateway/v1" TUNESERVE_VLLM_KEY="$key" TUNESERVE_
   TUNESERVE_VLLM_SERVE_PID="$pid"
 python3 -m pytest -m gpu tests/serve/test_vllm_gpu.py -k "not sigterm" -p no:cacheprovider -q -rA \
   -s --timeout=300 2>&1 | tee "$RESULTS/pytest_vllm.txt"
+collect
 
 python3 benchmarks/gateway_overhead.py --gateway-url "$gateway" --engine-url "http://127.0.0.1:$engine" \
   --model tuned --api-key "$key" --streams 1,8,32,64 --requests-per-stream "$per_stream" --max-tokens "$max_tokens" \

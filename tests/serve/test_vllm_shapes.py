@@ -1,11 +1,14 @@
 """The gateway over vLLM's response shapes, replayed by a small fake vLLM HTTP server.
 
-Fixtures follow vLLM's protocol models (ChatCompletionResponse, ChatCompletionStreamResponse,
-DeltaMessage with `reasoning` from --reasoning-parser qwen3, UsageInfo)."""
+Two sets: one written from vLLM's protocol models (ChatCompletionResponse,
+ChatCompletionStreamResponse, DeltaMessage with `reasoning` from --reasoning-parser qwen3,
+UsageInfo), and one captured from real vLLM 0.26.0 on the GPU machine (vllm026_*: all of the
+answer is reasoning, `content` null, a first delta with the role and empty content)."""
 
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import openai
@@ -17,10 +20,27 @@ from tests.serve.conftest import _run_in_thread
 FIXTURES = Path(__file__).parent / "fixtures"
 COMPLETION = json.loads((FIXTURES / "vllm_chat_completion.json").read_text())
 CHUNKS = (FIXTURES / "vllm_chat_stream.jsonl").read_text().splitlines()
+REAL_COMPLETION = json.loads((FIXTURES / "vllm026_chat_completion.json").read_text())
+REAL_CHUNKS = (FIXTURES / "vllm026_chat_stream.jsonl").read_text().splitlines()
 
 
 @pytest.fixture(scope="module")
 def fake_vllm():
+    with _replaying(COMPLETION, CHUNKS) as replay:
+        yield replay
+
+
+@pytest.fixture(scope="module")
+def real_vllm_client():
+    with _replaying(REAL_COMPLETION, REAL_CHUNKS) as (url, _):
+        source = ModelSource(name="tuned", url=url, engine="vllm", knows_thinking=True)
+        with serve_models([source]) as served:
+            yield openai.OpenAI(base_url=served.base_url, api_key="none", max_retries=0)
+
+
+@contextmanager
+def _replaying(completion: dict, chunks: list[str]):
+    """A fake vLLM answering every chat request with `completion`, or `chunks` when streamed."""
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse, StreamingResponse
     from starlette.routing import Route
@@ -33,12 +53,12 @@ def fake_vllm():
         if body.get("stream"):
 
             async def events():
-                for line in CHUNKS:
+                for line in chunks:
                     yield f"data: {line}\n\n"
                 yield "data: [DONE]\n\n"
 
             return StreamingResponse(events(), media_type="text/event-stream")
-        return JSONResponse({k: v for k, v in COMPLETION.items() if not k.startswith("_")})
+        return JSONResponse({k: v for k, v in completion.items() if not k.startswith("_")})
 
     async def health(request):
         return JSONResponse({})
@@ -50,9 +70,11 @@ def fake_vllm():
         ]
     )
     url, server, thread = _run_in_thread(app)
-    yield url, received
-    server.should_exit = True
-    thread.join(5)
+    try:
+        yield url, received
+    finally:
+        server.should_exit = True
+        thread.join(5)
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +117,33 @@ def test_streamed_vllm_deltas_carry_both_names_and_usage(client, fake_vllm):
     assert "".join(d.content or "" for d in deltas) == "The answer is 4."
     assert chunks[-1].usage.total_tokens == 35
     assert fake_vllm[1][-1]["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+def test_real_vllm_026_answers_pass_through_with_both_reasoning_names(real_vllm_client):
+    message = (
+        real_vllm_client.chat.completions.create(
+            model="tuned", messages=[{"role": "user", "content": "Hi"}]
+        )
+        .choices[0]
+        .message
+    )
+    captured = REAL_COMPLETION["choices"][0]["message"]["reasoning"]
+    assert message.reasoning == message.reasoning_content == captured
+    assert message.content is None
+
+
+def test_real_vllm_026_stream_passes_through_with_both_names_and_usage(real_vllm_client):
+    stream = real_vllm_client.chat.completions.create(
+        model="tuned",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    replayed = [json.loads(line)["choices"] for line in REAL_CHUNKS]
+    sent = "".join(c[0]["delta"].get("reasoning") or "" for c in replayed if c)
+    assert sent and "".join(getattr(d, "reasoning", None) or "" for d in deltas) == sent
+    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == sent
+    assert not "".join(d.content or "" for d in deltas)
+    assert chunks[-1].usage.completion_tokens == 12
