@@ -101,21 +101,26 @@ def test_reasoning_reaches_clients_under_both_names(client, fake_vllm):
     assert "repeat_penalty" not in sent  # not a vLLM field
 
 
-def test_streamed_vllm_deltas_carry_both_names_and_usage(client, fake_vllm):
+def _streamed(client, model: str) -> tuple[dict[str, str], object]:
+    """The streamed text per delta field (reasoning, reasoning_content, content), and usage."""
     stream = client.chat.completions.create(
-        model="tuned:chat",
+        model=model,
         messages=[{"role": "user", "content": "2+2?"}],
         stream=True,
         stream_options={"include_usage": True},
     )
     chunks = list(stream)
     deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
-    assert "".join(getattr(d, "reasoning", None) or "" for d in deltas) == "2 plus 2 makes 4."
-    assert (
-        "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == "2 plus 2 makes 4."
-    )
-    assert "".join(d.content or "" for d in deltas) == "The answer is 4."
-    assert chunks[-1].usage.total_tokens == 35
+    fields = ("reasoning", "reasoning_content", "content")
+    text = {f: "".join(getattr(d, f, None) or "" for d in deltas) for f in fields}
+    return text, chunks[-1].usage
+
+
+def test_streamed_vllm_deltas_carry_both_names_and_usage(client, fake_vllm):
+    text, usage = _streamed(client, "tuned:chat")
+    assert text["reasoning"] == text["reasoning_content"] == "2 plus 2 makes 4."
+    assert text["content"] == "The answer is 4."
+    assert usage.total_tokens == 35
     assert fake_vllm[1][-1]["chat_template_kwargs"] == {"enable_thinking": False}
 
 
@@ -133,17 +138,9 @@ def test_real_vllm_026_answers_pass_through_with_both_reasoning_names(real_vllm_
 
 
 def test_real_vllm_026_stream_passes_through_with_both_names_and_usage(real_vllm_client):
-    stream = real_vllm_client.chat.completions.create(
-        model="tuned",
-        messages=[{"role": "user", "content": "Hi"}],
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    chunks = list(stream)
-    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    text, usage = _streamed(real_vllm_client, "tuned")
     replayed = [json.loads(line)["choices"] for line in REAL_CHUNKS]
     sent = "".join(c[0]["delta"].get("reasoning") or "" for c in replayed if c)
-    assert sent and "".join(getattr(d, "reasoning", None) or "" for d in deltas) == sent
-    assert "".join(getattr(d, "reasoning_content", None) or "" for d in deltas) == sent
-    assert not "".join(d.content or "" for d in deltas)
-    assert chunks[-1].usage.completion_tokens == 12
+    assert sent and text["reasoning"] == text["reasoning_content"] == sent
+    assert not text["content"]
+    assert usage.completion_tokens == 12
