@@ -60,6 +60,21 @@ def gpu_info() -> dict[str, Any]:
     return {"cuda": True, "torch_cuda": torch.version.cuda, "devices": devices}
 
 
+def llama_server() -> dict[str, Any]:
+    """Which llama.cpp server `tuneserve serve` would run for a GGUF (serve/engines/llamacpp.py)."""
+    from serve.engines.llamacpp import native_llama_server
+
+    native = native_llama_server()
+    if native:
+        return {"native": True, "path": native}
+    return {
+        "native": False,
+        "path": None,
+        "why": "no native llama-server on PATH, in $TUNESERVE_LLAMA_SERVER or in the build cache "
+        "(`python -m serve.engines.build_llama_server` builds one offline; `make install` does)",
+    }
+
+
 def diagnose() -> dict[str, Any]:
     packages = {name: package_version(name) for name in PACKAGES}
     gpu = gpu_info()
@@ -81,6 +96,7 @@ def diagnose() -> dict[str, Any]:
             "llamacpp": bool(packages["llama_cpp"] or shutil.which("llama-server")),
             "vllm": bool(gpu["cuda"] and packages["vllm"]),
         },
+        "llama_server": llama_server(),
         "disk": {"models_dir": str(folder), "free_gib": round(disk.free / 2**30, 1)},
     }
 
@@ -98,6 +114,12 @@ def render(report: dict[str, Any]) -> str:
         + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in report["backends"].items()),
         "engines     "
         + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in report["engines"].items()),
+        "llama.cpp   "
+        + (
+            f"native llama-server {report['llama_server']['path']}"
+            if report["llama_server"]["native"]
+            else f"llama-cpp-python's server: {report['llama_server']['why']}"
+        ),
         "packages    "
         + ", ".join(f"{k} {v}" for k, v in report["packages"].items() if v is not None),
         "missing     "

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 from click.testing import CliRunner
 
+from serve.engines.llamacpp import native_llama_server
 from toolkit.cli import COMMANDS, main
 
 HEAVY = ("torch", "transformers", "peft", "trl", "unsloth", "vllm", "llama_cpp", "datasets")
 
 
-def tuneserve(*args: str, cwd=None) -> subprocess.CompletedProcess:
+def tuneserve(*args: str, cwd=None, env_extra=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **(env_extra or {})}
     return subprocess.run(
-        [sys.executable, "-m", "toolkit.cli", *args], capture_output=True, text=True, cwd=cwd
+        [sys.executable, "-m", "toolkit.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -78,3 +85,17 @@ def test_doctor_json_parses_and_reports_this_machine():
     assert report["backends"]["hf"] is True
     assert report["engines"]["llamacpp"] is True
     assert isinstance(report["gpu"]["cuda"], bool) and report["disk"]["free_gib"] > 0
+    native = native_llama_server()
+    assert report["llama_server"]["native"] is bool(native)
+    assert report["llama_server"]["path"] == native
+
+
+def test_doctor_says_which_llama_cpp_server_serve_would_run(tmp_path):
+    binary = tmp_path / "llama-server"
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    shown = tuneserve("doctor", env_extra={"TUNESERVE_LLAMA_SERVER": str(binary)}).stdout
+    assert f"llama.cpp   native llama-server {binary}" in shown
+    off = tuneserve("doctor", "--json", env_extra={"TUNESERVE_LLAMA_SERVER": "off"}).stdout
+    assert json.loads(off)["llama_server"]["native"] is False
+    assert "build_llama_server" in json.loads(off)["llama_server"]["why"]
