@@ -86,6 +86,7 @@ class _Prepared:
     in_reasoning: bool = False
     thinking_closed: bool = False
     upstream: str | None = None  # the replica picked for this request (else route.upstream)
+    payload: bytes = b""  # the body as sent to the engine, encoded once in _prepare
 
 
 class Gateway:
@@ -309,6 +310,14 @@ class Gateway:
             prepared.path, prepared.rendered = "/v1/completions", True
             prepared.in_reasoning = prompt.rstrip().endswith("<think>")
             prepared.thinking_closed = prompt.rstrip().endswith("</think>")
+        try:
+            # Strict UTF-8 out as well as in: a lone surrogate sent escaped ("\ud800") decodes
+            # to a str that is not Unicode text, and engines choke on it in their tokenizer.
+            prepared.payload = json.dumps(prepared.body, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise GatewayError(
+                400, "request holds a lone UTF-16 surrogate (\\ud800-\\udfff), not text"
+            ) from None
         return prepared
 
     async def _send_upstream(self, prepared: _Prepared) -> UpstreamResponse:
@@ -319,7 +328,7 @@ class Gateway:
             return await self.upstreams.request(
                 prepared.upstream or prepared.route.upstream,
                 prepared.path,
-                json.dumps(prepared.body).encode(),
+                prepared.payload,
                 headers,
             )
         except UpstreamError as exc:

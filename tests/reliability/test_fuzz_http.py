@@ -217,6 +217,32 @@ def test_good_requests_still_pass_after_the_fuzz(fake_gateway):
     validate_request({**CHAT, "max_tokens": 2**31 - 1}, chat=True)  # the largest int32
 
 
+def test_a_lone_surrogate_never_reaches_the_engine(fake_gateway, fake_engine):
+    """JSON may escape one half of a surrogate pair; that is not text, and is refused."""
+    before = engine_stats(fake_engine)["requests"]
+    for path, content in [
+        (
+            "/v1/chat/completions",
+            r'{"model": "fake", "messages": [{"role": "user", "content": "a\ud800"}]}',
+        ),
+        ("/v1/completions", r'{"model": "fake", "prompt": "\udfff", "max_tokens": 2}'),
+        (
+            "/v1/chat/completions",
+            r'{"model": "fake", "messages": [{"role": "user", "content": "hi"}], "stop": ["\ud83d"]}',
+        ),
+    ]:
+        response = httpx.post(
+            fake_gateway.root_url + path, content=content, headers=AUTH, timeout=30
+        )
+        assert "surrogate" in check_openai_error(response, 400)["message"]
+        record("bad HTTP requests answered 4xx, OpenAI-shaped (fake engine)")
+    assert engine_stats(fake_engine)["requests"] == before, "a lone surrogate was forwarded"
+    # a whole pair, escaped, is an emoji: it goes through
+    pair = r'{"model": "fake", "messages": [{"role": "user", "content": "\ud83d\ude00"}]}'
+    ok = httpx.post(fake_gateway.root_url + "/v1/chat/completions", content=pair, headers=AUTH)
+    assert ok.status_code == 200 and engine_stats(fake_engine)["requests"] == before + 1
+
+
 # The handful against real llama.cpp: what the engine itself would turn into a 500 or a hang.
 REAL_CASES = [
     ({**CHAT, "model": "smol", "max_tokens": -1}, 400),
