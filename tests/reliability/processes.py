@@ -106,19 +106,6 @@ def rss_bytes(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for {pid}")
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def _sockets(pid: int, state: str) -> list[tuple[str, str]]:
     """(local, remote) `ip:port` of `pid`'s TCP sockets in `state` (/proc/net/tcp and tcp6)."""
     inodes = set()

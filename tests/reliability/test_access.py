@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 import serve.gateway
+from tests.process_tree import descendants
 from tests.reliability import processes
 from tests.reliability.conftest import API_KEY, engine_stats
 from tests.reliability.counts import record
@@ -43,7 +44,7 @@ def test_default_bind_is_loopback(fake_gateway):
 @pytest.mark.slow
 def test_tuneserve_serve_and_its_engine_listen_on_loopback_only(real_serve):
     listening = processes.listening_addresses(real_serve.pid)
-    for child in processes.children(real_serve.pid):
+    for child in descendants(real_serve.pid):
         listening |= processes.listening_addresses(child)
     assert listening and all(address.startswith("127.0.0.1:") for address in listening), listening
 
@@ -199,7 +200,7 @@ def test_tuneserve_serve_connects_only_to_its_engine(real_serve):
     """After traffic, every connection `tuneserve serve` holds is a client of its own gateway or
     its own engine's port; nothing else was dialled."""
     engine_ports = set()
-    for child in processes.children(real_serve.pid):
+    for child in descendants(real_serve.pid):
         engine_ports |= {a.rsplit(":", 1)[1] for a in processes.listening_addresses(child)}
     gateway_port = str(_port(real_serve.url))
     for _ in range(3):
