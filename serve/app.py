@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import os
 import signal
 import threading
@@ -39,6 +40,11 @@ class ModelSource:
     knows_thinking: bool | None = None  # for `url`: its template reads enable_thinking
     adapters: tuple[tuple[str, Path], ...] = ()  # LoRA adapters served unmerged (vLLM), by name
     engine_args: tuple[str, ...] = ()  # passed through to the engine's command line
+
+    @property
+    def served_names(self) -> list[str]:
+        """The model's own name, then its adapters': each is a model clients can ask for."""
+        return [self.name, *(name for name, _ in self.adapters)]
 
 
 @dataclass
@@ -96,8 +102,6 @@ def parse_adapter(argument: str) -> tuple[str, Path]:
 
 def _adapter_base(adapter: Path) -> Path | None:
     """The base model folder PEFT recorded in the adapter, when it is a local path."""
-    import json
-
     try:
         recorded = json.loads((adapter / "adapter_config.json").read_text())
         return Path(recorded["base_model_name_or_path"]).expanduser().resolve()
@@ -211,7 +215,6 @@ def _engine_route(
         pool = ReplicaPool(source.name, replicas)
     built = engines[0]
     template = built.chat_template()
-    names = [source.name] + [name for name, _ in source.adapters]
     return [
         ModelRoute(
             name,
@@ -224,7 +227,7 @@ def _engine_route(
             extra_sampling=built.extra_sampling(),
             pool=pool,
         )
-        for name in names
+        for name in source.served_names
     ]
 
 
@@ -316,7 +319,7 @@ def serve_models(
             else source
             for source in sources
         ]
-    names = [name for s in sources for name in [s.name, *(a for a, _ in s.adapters)]]
+    names = [name for source in sources for name in source.served_names]
     if len(set(names)) != len(names):
         raise TuneserveError(f"two models share a name: {names}", "name them with NAME=PATH")
     if log_dir is None:
