@@ -15,12 +15,20 @@ run="$VW/models/runs/gpu-vllm" logs="$VW/models/logs/serve" key=gpu-test-key por
 gateway="http://127.0.0.1:$port"
 # The adapter's own record of its base, so `--lora` finds it among the served folders.
 base=$(python3 -c "import json, os; p = json.load(open('$run/adapter/adapter_config.json'))['base_model_name_or_path']; print(p if os.path.isdir(p) else '$VW/base')")
-rm -rf "$logs"
-started=$SECONDS
-python3 -m toolkit.cli serve "tuned=$run/merged16" "base=$base" --lora "tuned-lora=$run/adapter" \
-  --engine vllm --api-key "$key" --port "$port" --ready-timeout 540 \
-  --engine-arg=--enable-log-requests "${eager[@]}" > "$RESULTS/serve.log" 2>&1 &
-pid=$!
+pidfile="$VW/serve.pid" startfile="$VW/serve.started"
+# `vllm_serve.sh start` starts serve in its own session and returns: the device keeps such a
+# process across calls while the machine is warm, so the engines' minutes of startup overlap
+# the gap between calls instead of eating the next call's 600 s.
+if ! { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2> /dev/null; }; then
+  rm -rf "$logs"
+  date +%s > "$startfile"
+  setsid python3 -m toolkit.cli serve "tuned=$run/merged16" "base=$base" --lora "tuned-lora=$run/adapter" \
+    --engine vllm --api-key "$key" --port "$port" --ready-timeout 540 \
+    --engine-arg=--enable-log-requests "${eager[@]}" > "$RESULTS/serve.log" 2>&1 < /dev/null &
+  echo $! > "$pidfile"
+fi
+[ "${1:-}" = start ] && { echo "tuneserve serve started (pid $(cat "$pidfile"))"; exit 0; }
+pid=$(cat "$pidfile")
 collect() {
   mkdir -p "$RESULTS/engine-logs"
   for log in "$logs"/*.log; do tail -c 3000000 "$log" > "$RESULTS/engine-logs/$(basename "$log")"; done
@@ -31,7 +39,7 @@ until python3 -c "import httpx, sys; sys.exit(httpx.get('$gateway/v1/models', he
   kill -0 "$pid" 2> /dev/null || { echo "tuneserve serve exited"; tail -30 "$RESULTS/serve.log"; exit 1; }
   sleep 2
 done
-echo "gateway and both vLLM engines ready after $((SECONDS - started)) s" | tee "$RESULTS/vllm_startup.txt"
+echo "gateway and both vLLM engines ready after $(($(date +%s) - $(cat "$startfile"))) s" | tee "$RESULTS/vllm_startup.txt"
 engine=$(grep -o -- '--port [0-9]*' "$logs/tuned.log" | head -1 | cut -d' ' -f2)
 echo "tuned's vLLM engine listens on $engine"
 grep -m3 -E "Loading weights took|init engine|Graph capturing finished|torch.compile takes" "$logs/tuned.log" >> "$RESULTS/vllm_startup.txt"
@@ -76,5 +84,5 @@ python3 -m pytest -m gpu tests/serve/test_vllm_gpu.py -k sigterm -p no:cacheprov
   --timeout=120 2>&1 | tee -a "$RESULTS/pytest_vllm.txt"
 echo "left after SIGTERM:"; pgrep -af "vllm.entrypoints|EngineCore|toolkit.cli serve" || echo "(no process)"
 kill "$pid" 2> /dev/null
-wait "$pid" 2> /dev/null
+rm -f "$pidfile"
 exit 0
