@@ -269,11 +269,19 @@ def _routes(
             )
             continue
         routes += _engine_route(source, engine, mode, scale, log_dir, ready_timeout)
-    # start every engine before waiting on any: they load in parallel
     supervisors = _supervisors(routes)
     for supervisor in supervisors:
         stack.callback(supervisor.stop)
+    # llama.cpp engines load in parallel: all start before any is waited on. vLLM engines start
+    # one after another: each sizes its KV cache from the GPU memory it sees go while it
+    # profiles, so a neighbour loading at the same time leaves it almost none (seen on an H200:
+    # 0.17 GiB for the second of two 0.6B models, which then refused to start).
+    one_by_one = [s for s in supervisors if s.engine.kind == "vllm"]
+    for supervisor in [s for s in supervisors if s not in one_by_one]:
         supervisor.launch()
+    for supervisor in one_by_one:
+        supervisor.launch()
+        supervisor.wait_ready()
     for supervisor in supervisors:
         supervisor.wait_ready()
         supervisor.start_watching()

@@ -86,8 +86,8 @@ stage_vllm_models() {  # a Qwen3-shaped base, fine-tuned a few steps ($VLLM_BACK
   ls "$VW/models/runs/gpu-vllm" "$VW/models/runs/gpu-vllm/merged16"
 }
 
-stage_vllm_start() {  # serve started in its own session; the next call's vllm_serve uses it
-  bash benchmarks/gpu/vllm_serve.sh start
+stage_vllm_ready() {  # serve started in its own session and left running; the next call's vllm_serve uses it
+  bash benchmarks/gpu/vllm_serve.sh ready
 }
 
 stage_vllm_serve() {  # `tuneserve serve --engine vllm` once; tests, benchmarks and eval through it

@@ -16,18 +16,17 @@ gateway="http://127.0.0.1:$port"
 # The adapter's own record of its base, so `--lora` finds it among the served folders.
 base=$(python3 -c "import json, os; p = json.load(open('$run/adapter/adapter_config.json'))['base_model_name_or_path']; print(p if os.path.isdir(p) else '$VW/base')")
 pidfile="$VW/serve.pid" startfile="$VW/serve.started"
-# `vllm_serve.sh start` starts serve in its own session and returns: the device keeps such a
-# process across calls while the machine is warm, so the engines' minutes of startup overlap
-# the gap between calls instead of eating the next call's 600 s.
+# serve runs in its own session: the device keeps such a process across calls while the machine
+# is warm, so `vllm_serve.sh ready` (start, wait until ready, return) can spend one call on the
+# engines' minutes of startup and a second call on the rest.
 if ! { [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2> /dev/null; }; then
-  rm -rf "$logs"
+  rm -rf "$logs" "$RESULTS/vllm_startup.txt"
   date +%s > "$startfile"
   setsid python3 -m toolkit.cli serve "tuned=$run/merged16" "base=$base" --lora "tuned-lora=$run/adapter" \
     --engine vllm --api-key "$key" --port "$port" --ready-timeout 540 \
     --engine-arg=--enable-log-requests "${eager[@]}" > "$RESULTS/serve.log" 2>&1 < /dev/null &
   echo $! > "$pidfile"
 fi
-[ "${1:-}" = start ] && { echo "tuneserve serve started (pid $(cat "$pidfile"))"; exit 0; }
 pid=$(cat "$pidfile")
 collect() {
   mkdir -p "$RESULTS/engine-logs"
@@ -39,10 +38,15 @@ until python3 -c "import httpx, sys; sys.exit(httpx.get('$gateway/v1/models', he
   kill -0 "$pid" 2> /dev/null || { echo "tuneserve serve exited"; tail -30 "$RESULTS/serve.log"; exit 1; }
   sleep 2
 done
-echo "gateway and both vLLM engines ready after $(($(date +%s) - $(cat "$startfile"))) s" | tee "$RESULTS/vllm_startup.txt"
 engine=$(grep -o -- '--port [0-9]*' "$logs/tuned.log" | head -1 | cut -d' ' -f2)
+if [ ! -s "$RESULTS/vllm_startup.txt" ]; then
+  echo "gateway and both vLLM engines ready after $(($(date +%s) - $(cat "$startfile"))) s (engines started one after another)" | tee "$RESULTS/vllm_startup.txt"
+  for model in tuned base; do
+    grep -E "Loading weights took|init engine|Graph capturing finished|torch.compile takes|Available KV cache" "$logs/$model.log" | sed "s/^/$model: /" >> "$RESULTS/vllm_startup.txt"
+  done
+fi
 echo "tuned's vLLM engine listens on $engine"
-grep -m3 -E "Loading weights took|init engine|Graph capturing finished|torch.compile takes" "$logs/tuned.log" >> "$RESULTS/vllm_startup.txt"
+[ "${1:-}" = ready ] && { echo "tuneserve serve ready (pid $pid), left running"; trap - EXIT; exit 0; }
 
 # vLLM's own response shapes (straight from the engine), to check the gateway's fixtures against.
 python3 - "$engine" "$RESULTS" <<'PY'
