@@ -86,6 +86,10 @@ stage_vllm_models() {  # a Qwen3-shaped base, fine-tuned a few steps ($VLLM_BACK
   ls "$VW/models/runs/gpu-vllm" "$VW/models/runs/gpu-vllm/merged16"
 }
 
+stage_vllm_overhead() {  # the gateway vs direct at GPU speed alone: one engine, 5 rounds, a py-spy profile
+  bash benchmarks/gpu/vllm_overhead.sh
+}
+
 stage_vllm_ready() {  # serve started in its own session and left running; the next call's vllm_serve uses it
   bash benchmarks/gpu/vllm_serve.sh ready
 }
