@@ -35,7 +35,13 @@ Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/
 @click.option(
     "--name", default=None, help="Served name of a single MODEL (else NAME=PATH or stem)."
 )
-@click.option("--ready-timeout", default=300.0, show_default=True, type=float)
+@click.option(
+    "--ready-timeout",
+    default=300.0,
+    show_default=True,
+    type=float,
+    help="Seconds each engine may take to answer (vLLM engines start one after another).",
+)
 @click.option(
     "--replicas",
     default=1,

@@ -27,7 +27,10 @@ bench=(python3 benchmarks/gateway_overhead.py --gateway-url "$gateway" --engine-
   --label "vLLM 0.26.0, 0.6b Qwen3, one engine" --out "$RESULTS/gateway_overhead_vllm_5rounds.md"
 # Where the gateway's time goes at 1 stream: collapsed stacks (py-spy's raw format) of the
 # serve process, gateway rounds and direct rounds alike (it idles in the direct ones).
-"$SITE/bin/py-spy" record --pid "$pid" --rate 500 --duration 30 --format raw --nonblocking \
+# pip --target leaves out the wheel's scripts, where py-spy's binary is: take it from the wheel.
+python3 -c "import glob, zipfile; w = zipfile.ZipFile(glob.glob('benchmarks/gpu/wheels/py_spy-*.whl')[0]); open('/tmp/py-spy', 'wb').write(w.read(next(n for n in w.namelist() if n.endswith('/scripts/py-spy'))))"
+chmod +x /tmp/py-spy
+/tmp/py-spy record --pid "$pid" --rate 500 --duration 30 --format raw --nonblocking \
   --output "$RESULTS/gateway_1stream.pyspy.txt" > "$RESULTS/pyspy.log" 2>&1 &
 spy=$!
 "${bench[@]}" --streams 1 --requests-per-stream 20 --rounds 2 --label "1 stream, under py-spy" \

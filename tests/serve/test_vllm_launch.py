@@ -25,9 +25,14 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+import time
 argv = sys.argv[1:]
 Path(os.environ["FAKE_VLLM_LOG"], f"{{os.getpid()}}.json").write_text(json.dumps(argv))
 port = int(argv[argv.index("--port") + 1])
+started = time.time()
+time.sleep(float(os.environ.get("FAKE_VLLM_LOAD_S", "0")))  # loading weights, profiling
+Path(os.environ["FAKE_VLLM_LOG"], f"{{os.getpid()}}.times").write_text(
+    json.dumps({{"started": started, "loaded": time.time()}}))
 
 async def chat(request):
     body = await request.json()
@@ -117,7 +122,10 @@ def test_adapters_are_served_unmerged_by_the_one_base_engine(tmp_path, fake_vllm
     assert not [flag for flag in argv if flag.startswith("-") and flag not in SNAPSHOT["options"]]
 
 
-def test_models_side_by_side_share_the_gpu_memory_and_take_engine_args(tmp_path, fake_vllm):
+def test_models_side_by_side_share_the_gpu_memory_and_take_engine_args(
+    tmp_path, fake_vllm, monkeypatch
+):
+    monkeypatch.setenv("FAKE_VLLM_LOAD_S", "1")
     one, two = _folder(tmp_path, "one"), _folder(tmp_path, "two")
     with serve_models(
         [str(one), str(two)],
@@ -131,6 +139,13 @@ def test_models_side_by_side_share_the_gpu_memory_and_take_engine_args(tmp_path,
     for argv in launches:
         assert _value(argv, "--gpu-memory-utilization") == "0.45"  # 0.9 between two models
         assert argv[-3:] == ["--enable-log-requests", "--max-num-seqs", "64"]
+    # One after the other: a vLLM engine sizes its KV cache from the GPU memory it sees free
+    # while it profiles, so a neighbour loading at the same time would starve it.
+    first, second = sorted(
+        (json.loads(path.read_text()) for path in fake_vllm.glob("*.times")),
+        key=lambda times: times["started"],
+    )
+    assert second["started"] >= first["loaded"]
 
 
 def test_one_model_alone_gets_the_usual_gpu_share(tmp_path, fake_vllm):
