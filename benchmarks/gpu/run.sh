@@ -108,8 +108,10 @@ for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   started=$SECONDS
   left=$((DEADLINE - SECONDS))
-  timeout -k 10 "$left" bash -c "stage_$stage" > >(tee "$RESULTS/$stage.log") 2>&1
-  rc=$?
+  # A pipe, not `> >(tee ...)`: a process substitution's fd stays open in every child, so a
+  # server left running (vllm_ready) would hold the device call's output open until its limit.
+  timeout -k 10 "$left" bash -c "stage_$stage" 2>&1 | tee "$RESULTS/$stage.log"
+  rc=${PIPESTATUS[0]}
   echo "=== $stage exit $rc after $((SECONDS - started)) s"
   [ $rc -ne 0 ] && status=$rc
 done
