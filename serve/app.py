@@ -240,6 +240,13 @@ def _supervisors(routes: list) -> list:
     return list(found.values())
 
 
+def _share_a_gpu(one, other) -> bool:
+    """Whether two engines may use the same GPU (no CUDA_VISIBLE_DEVICES: every GPU)."""
+    if one.visible_devices is None or other.visible_devices is None:
+        return True
+    return bool(set(one.visible_devices.split(",")) & set(other.visible_devices.split(",")))
+
+
 def _routes(
     sources: list[ModelSource],
     engine: str,
@@ -272,16 +279,18 @@ def _routes(
     supervisors = _supervisors(routes)
     for supervisor in supervisors:
         stack.callback(supervisor.stop)
-    # llama.cpp engines load in parallel: all start before any is waited on. vLLM engines start
-    # one after another: each sizes its KV cache from the GPU memory it sees go while it
-    # profiles, so a neighbour loading at the same time leaves it almost none (seen on an H200:
-    # 0.17 GiB for the second of two 0.6B models, which then refused to start).
-    one_by_one = [s for s in supervisors if s.engine.kind == "vllm"]
-    for supervisor in [s for s in supervisors if s not in one_by_one]:
+    # Engines load in parallel, except vLLM engines that share a GPU: each sizes its KV cache
+    # from the GPU memory it sees go while it profiles, so a neighbour loading at the same time
+    # leaves it almost none (seen on an H200: 0.17 GiB for the second of two 0.6B models, which
+    # then refused to start). Such an engine waits until those it shares a GPU with are ready.
+    loading: list = []
+    for supervisor in supervisors:
+        if supervisor.engine.kind == "vllm":
+            for neighbour in [n for n in loading if _share_a_gpu(n.engine, supervisor.engine)]:
+                neighbour.wait_ready()
+                loading.remove(neighbour)
+            loading.append(supervisor)
         supervisor.launch()
-    for supervisor in one_by_one:
-        supervisor.launch()
-        supervisor.wait_ready()
     for supervisor in supervisors:
         supervisor.wait_ready()
         supervisor.start_watching()

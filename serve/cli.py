@@ -40,7 +40,7 @@ Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/
     default=300.0,
     show_default=True,
     type=float,
-    help="Seconds each engine may take to answer (vLLM engines start one after another).",
+    help="Seconds each engine may take to answer (vLLM engines sharing a GPU load in turn).",
 )
 @click.option(
     "--replicas",

@@ -141,11 +141,25 @@ def test_models_side_by_side_share_the_gpu_memory_and_take_engine_args(
         assert argv[-3:] == ["--enable-log-requests", "--max-num-seqs", "64"]
     # One after the other: a vLLM engine sizes its KV cache from the GPU memory it sees free
     # while it profiles, so a neighbour loading at the same time would starve it.
-    first, second = sorted(
-        (json.loads(path.read_text()) for path in fake_vllm.glob("*.times")),
-        key=lambda times: times["started"],
-    )
+    first, second = _load_times(fake_vllm)
     assert second["started"] >= first["loaded"]
+
+
+def test_replicas_on_their_own_gpus_load_side_by_side(tmp_path, fake_vllm, monkeypatch):
+    monkeypatch.setenv("FAKE_VLLM_LOAD_S", "1")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    with serve_models(
+        [str(_folder(tmp_path, "one"))], engine="vllm", replicas=2, gpus=1, log_dir=tmp_path / "l"
+    ) as served:
+        assert _answer(served, "one") == "model=one"
+    first, second = _load_times(fake_vllm)
+    assert second["started"] < first["loaded"]  # GPUs 0 and 1: nothing to wait for
+
+
+def _load_times(log: Path) -> list[dict[str, float]]:
+    """When each stand-in engine started and finished loading, in start order."""
+    times = [json.loads(path.read_text()) for path in log.glob("*.times")]
+    return sorted(times, key=lambda entry: entry["started"])
 
 
 def test_one_model_alone_gets_the_usual_gpu_share(tmp_path, fake_vllm):
