@@ -240,7 +240,7 @@ def _supervisors(routes: list) -> list:
     return list(found.values())
 
 
-def _share_a_gpu(one, other) -> bool:
+def _share_a_gpu(one: Engine, other: Engine) -> bool:
     """Whether two engines may use the same GPU (no CUDA_VISIBLE_DEVICES: every GPU)."""
     if one.visible_devices is None or other.visible_devices is None:
         return True
