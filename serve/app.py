@@ -40,6 +40,8 @@ class ModelSource:
     knows_thinking: bool | None = None  # for `url`: its template reads enable_thinking
     adapters: tuple[tuple[str, Path], ...] = ()  # LoRA adapters served unmerged (vLLM), by name
     engine_args: tuple[str, ...] = ()  # passed through to the engine's command line
+    embeddings: bool = False  # served for /v1/embeddings only (`--embeddings NAME=PATH`)
+    ctx: int | None = None  # context per request (`--ctx`); None: the model's trained one
 
     @property
     def served_names(self) -> list[str]:
@@ -157,6 +159,8 @@ def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str
         return VllmEngine(
             name=source.name,
             model_path=source.path,
+            embeddings=source.embeddings,
+            max_model_len=source.ctx,
             tensor_parallel_size=tensor,
             pipeline_parallel_size=pipeline,
             visible_devices=devices,
@@ -177,6 +181,8 @@ def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str
     return LlamaCppEngine(
         name=source.name,
         model_path=source.path,
+        embeddings=source.embeddings,
+        n_ctx=source.ctx,
         gpus=scale.gpus or 0,
         threads=None if scale.gpus else scale.cpu_threads,
         visible_devices=devices,
@@ -313,6 +319,9 @@ def serve_models(
     pipeline_parallel: int = 1,
     lora: Sequence[str] = (),
     engine_args: Sequence[str] = (),
+    embeddings: Sequence[str] = (),
+    ctx: int | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> Iterator[Served]:
     """Start one engine per model and the gateway in front; stop everything on exit.
 
@@ -321,7 +330,9 @@ def serve_models(
     serve each model behind its one name (serve/replicas.py); `gpus` is the GPUs of each
     engine (vLLM tensor x `pipeline_parallel`, llama.cpp's layer split). `lora` (NAME=PATH)
     serves adapters unmerged next to the one base model (vLLM); `engine_args` go verbatim to
-    every engine's command line.
+    every engine's command line. `embeddings` (NAME=PATH) are served for /v1/embeddings;
+    `ctx` caps each request's context (default: what each model was trained with);
+    `cors_origins` lets browser pages from those origins call the gateway.
     """
     import uvicorn
 
@@ -329,6 +340,9 @@ def serve_models(
 
     check_bind(host, api_key)
     sources = _attach_adapters([parse_model(model) for model in models], lora)
+    sources += [dataclasses.replace(parse_model(e), embeddings=True) for e in embeddings]
+    if ctx is not None:
+        sources = [dataclasses.replace(source, ctx=ctx) for source in sources]
     if engine_args:
         sources = [
             dataclasses.replace(source, engine_args=tuple(engine_args))
@@ -346,7 +360,7 @@ def serve_models(
     with ExitStack() as stack:
         scale = ScaleOut(replicas, gpus, pipeline_parallel)
         routes = _routes(sources, engine, mode, stack, log_dir, ready_timeout, scale)
-        gateway = Gateway(routes, api_key=api_key)
+        gateway = Gateway(routes, api_key=api_key, cors_origins=cors_origins)
         for pool in {id(r.pool): r.pool for r in routes if r.pool is not None}.values():
             pool.register_metrics(gateway.registry)
         config = uvicorn.Config(

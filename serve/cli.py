@@ -15,7 +15,9 @@ Then any OpenAI client: base_url http://127.0.0.1:8000/v1, model "tuned" (or "tu
 
 Scale out: --replicas 2 (two engines, least-busy routing), --gpus 2 (vLLM tensor parallel).
 
-Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/runs/x/adapter""",
+Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/runs/x/adapter
+
+Embeddings: tuneserve serve tuned=x.gguf --embeddings embed=x.gguf (POST /v1/embeddings, model "embed")""",
 )
 @click.argument("models", nargs=-1, required=True)
 @click.option(
@@ -75,6 +77,25 @@ Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/
     metavar="ARG",
     help="Pass ARG to every engine's command line, e.g. --engine-arg=--enable-log-requests.",
 )
+@click.option(
+    "--embeddings",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="Also serve PATH for /v1/embeddings only, as model NAME (repeatable).",
+)
+@click.option(
+    "--ctx",
+    default=None,
+    type=click.IntRange(256),
+    help="Context tokens per request (default: what each model was trained with).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Let browser pages from ORIGIN call the API, e.g. http://localhost:3000 ('*': any). Off by default.",
+)
 def serve_command(
     models: tuple[str, ...],
     engine: str,
@@ -89,6 +110,9 @@ def serve_command(
     pipeline_parallel: int,
     lora: tuple[str, ...],
     engine_args: tuple[str, ...],
+    embeddings: tuple[str, ...],
+    ctx: int | None,
+    cors_origins: tuple[str, ...],
 ) -> None:
     """Serve MODEL... (GGUF files or merged16 folders, optionally NAME=PATH) behind an
     OpenAI-compatible gateway with per-mode sampling defaults."""
@@ -112,4 +136,7 @@ def serve_command(
         pipeline_parallel=pipeline_parallel,
         lora=lora,
         engine_args=engine_args,
+        embeddings=embeddings,
+        ctx=ctx,
+        cors_origins=cors_origins,
     )

@@ -9,7 +9,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,12 +27,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
+from serve.embeddings import create_embeddings
 from serve.engines.base import Engine
 from serve.engines.llamacpp import chat_to_completion, completion_to_chat
 from serve.modes import MODES, Mode, apply_defaults, resolve_mode, split_alias
 from serve.protocol import (
     MAX_BODY_BYTES,
     GatewayError,
+    check_engine_takes,
+    cors_app,
     error_response,
     upstream_error,
     upstream_status,
@@ -40,8 +43,11 @@ from serve.protocol import (
 )
 from serve.reasoning import split_chat_response
 from serve.replicas import ReplicaPool
+from serve.responses import create_response
 from serve.streaming import EventStream, chat_events, engine_pieces, wait_disconnect
 from serve.supervisor import Supervisor
+from serve.tool_calls import parse_response
+from serve.tools import completion_grammar, read_tool_plan, shape_for_engine
 from serve.upstream import UpstreamError, UpstreamPool, UpstreamResponse
 
 logger = logging.getLogger(__name__)
@@ -87,6 +93,7 @@ class _Prepared:
     thinking_closed: bool = False
     upstream: str | None = None  # the replica picked for this request (else route.upstream)
     payload: bytes = b""  # the body as sent to the engine, encoded once in _prepare
+    parse_tools: bool = False  # the gateway turns `<tool_call>` text into tool_calls
 
 
 class Gateway:
@@ -100,6 +107,7 @@ class Gateway:
         routes: list[ModelRoute],
         api_key: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        cors_origins: Sequence[str] = (),
     ) -> None:
         self.routes = {route.name: route for route in routes}
         self.api_key = api_key or None  # an empty key (TUNESERVE_API_KEY="") means no key
@@ -138,6 +146,9 @@ class Gateway:
                 HttpRoute("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 HttpRoute("/v1/completions", self.completions, methods=["POST"]),
                 HttpRoute("/v1/models", self.models, methods=["GET"]),
+                HttpRoute("/v1/models/{model_id:path}", self.model, methods=["GET"]),
+                HttpRoute("/v1/responses", self.responses, methods=["POST"]),
+                HttpRoute("/v1/embeddings", self.embeddings, methods=["POST"]),
                 HttpRoute("/health", self.health, methods=["GET"]),
                 HttpRoute("/metrics", self.metrics, methods=["GET"]),
             ],
@@ -145,6 +156,8 @@ class Gateway:
             exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
         self.app = self  # the gateway is the ASGI application
+        if cors_origins:  # outermost, so preflights and the completions fast path get it too
+            self.app = cors_app(self, cors_origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """The ASGI entry: completions skip Starlette's router and middleware (they wrap every
@@ -172,11 +185,27 @@ class Gateway:
     async def models(self, request: Request) -> Response:
         if (denied := self._check_key(request)) is not None:
             return denied
+        return JSONResponse({"object": "list", "data": self._model_cards()})
+
+    async def model(self, request: Request) -> Response:
+        if (denied := self._check_key(request)) is not None:
+            return denied
+        wanted = request.path_params["model_id"]
+        for card in self._model_cards():
+            if card["id"] == wanted:
+                return JSONResponse(card)
+        return error_response(
+            404, f"model {wanted!r} is not served here", "model", "model_not_found"
+        )
+
+    def _model_cards(self) -> list[dict[str, Any]]:
         now = int(time.time())
-        data = []
-        for name in self.routes:
-            for model_id in (name, *(f"{name}:{mode}" for mode in MODES)):
-                data.append(
+        cards = []
+        for name, route in self.routes.items():
+            generates = route.engine is None or not route.engine.embeddings
+            aliases = [f"{name}:{mode}" for mode in MODES] if generates else []
+            for model_id in (name, *aliases):
+                cards.append(
                     {
                         "id": model_id,
                         "object": "model",
@@ -185,7 +214,13 @@ class Gateway:
                         "root": name,
                     }
                 )
-        return JSONResponse({"object": "list", "data": data})
+        return cards
+
+    async def responses(self, request: Request) -> Response:
+        return await create_response(self, request)
+
+    async def embeddings(self, request: Request) -> Response:
+        return await create_embeddings(self, request)
 
     async def health(self, request: Request) -> Response:
         states = {name: "ready" if route.up else "down" for name, route in self.routes.items()}
@@ -206,11 +241,27 @@ class Gateway:
         return await self._complete(request, chat=False)
 
     async def _complete(self, request: Request, chat: bool) -> Response:
-        started = time.perf_counter()
+        body = await self.read_request(request)
+        if isinstance(body, Response):
+            return body
+        return await self.complete(request, body, chat)
+
+    async def read_request(self, request: Request) -> dict | Response:
+        """For endpoints in other modules: the JSON body, or the error to answer (bad key,
+        bad JSON, too large)."""
         if (denied := self._check_key(request)) is not None:
             return denied
         try:
-            prepared = self._prepare(await self._read_json(request), chat)
+            return await self._read_json(request)
+        except GatewayError as exc:
+            return error_response(exc.status, exc.message, exc.param, exc.code)
+
+    async def complete(self, request: Request, body: dict, chat: bool) -> Response:
+        """One completion (the key already checked): a JSON answer, an SSE stream of chunks,
+        or an OpenAI-shaped error. Other endpoints (serve/responses.py) call it too."""
+        started = time.perf_counter()
+        try:
+            prepared = self._prepare(body, chat)
         except GatewayError as exc:
             return error_response(exc.status, exc.message, exc.param, exc.code)
         route = prepared.route
@@ -267,6 +318,22 @@ class Gateway:
             raise GatewayError(400, "request body must be a JSON object")
         return body
 
+    async def relay(self, request: Request, route: ModelRoute, path: str, body: dict) -> Response:
+        """POST `body` as it is to `path` on the route's engine; the engine's answer, with
+        errors made OpenAI-shaped (the /v1/embeddings endpoint)."""
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        prepared = _Prepared(route, path, body, route.server_mode, {}, False, payload=payload)
+        try:
+            if not route.up:
+                raise GatewayError(
+                    503, f"the engine for {route.name!r} is down; it is being restarted"
+                )
+            if route.pool is not None:
+                return await route.pool.send(self._forward, request, prepared)
+            return await self._forward(request, prepared)
+        except GatewayError as exc:
+            return error_response(exc.status, exc.message, exc.param, exc.code)
+
     def _prepare(self, body: dict, chat: bool) -> _Prepared:
         model = body.get("model")
         if not isinstance(model, str):
@@ -284,6 +351,8 @@ class Gateway:
         if route.name == model:
             alias_mode = None
         validate_request(body, chat)
+        check_engine_takes(body, route.name, route.engine)
+        plan = read_tool_plan(body) if chat else None
         mode = resolve_mode(body, alias_mode, route.server_mode)
         body, sent = apply_defaults(body, mode)
         body["model"] = route.name
@@ -299,7 +368,12 @@ class Gateway:
             body["chat_template_kwargs"] = kwargs
             # the template closes an empty think block: nothing generated is reasoning
             prepared.thinking_closed = kwargs["enable_thinking"] is False
-        if chat and route.renders_chat:
+        render_tools = False
+        if chat and route.engine is not None:
+            body, render_tools = shape_for_engine(body, plan, route.engine)
+            prepared.body = body
+            prepared.parse_tools = render_tools and plan is not None and plan.choice != "none"
+        if chat and (route.renders_chat or render_tools):
             try:
                 prompt = route.engine.render(body)  # type: ignore[union-attr]
             except Exception as exc:  # a template error is the request's fault
@@ -310,6 +384,12 @@ class Gateway:
             prepared.path, prepared.rendered = "/v1/completions", True
             prepared.in_reasoning = prompt.rstrip().endswith("<think>")
             prepared.thinking_closed = prompt.rstrip().endswith("</think>")
+            thinking = "open" if prepared.in_reasoning else "optional"
+            if prepared.thinking_closed or not route.knows_thinking:
+                thinking = "no"
+            grammar = completion_grammar(plan, body, thinking)
+            if grammar is not None:
+                prepared.body["grammar"] = grammar
         try:
             # Strict UTF-8 out as well as in: a lone surrogate sent escaped ("\ud800") decodes
             # to a str that is not Unicode text, and engines choke on it in their tokenizer.
@@ -369,6 +449,8 @@ class Gateway:
         if prepared.rendered:
             data = completion_to_chat(data)
         data = split_chat_response(data, prepared.in_reasoning, prepared.thinking_closed)
+        if prepared.parse_tools:
+            data = parse_response(data)
         return JSONResponse(data, headers=prepared.headers)
 
     async def _stream(self, request: Request, prepared: _Prepared) -> Response:
@@ -388,6 +470,7 @@ class Gateway:
                 in_reasoning=prepared.in_reasoning,
                 thinking_closed=prepared.thinking_closed,
                 single_choice=prepared.body.get("n") in (None, 1),
+                tools=prepared.parse_tools,
             )
         return EventStream(pieces, prepared.headers, close=upstream.close)  # type: ignore[return-value]
 

@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse
 
 from serve.modes import SAMPLING_FIELDS
+
+if TYPE_CHECKING:
+    from serve.engines.base import Engine
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
@@ -109,6 +114,33 @@ def validate_request(body: dict, chat: bool) -> None:
         raise GatewayError(400, "'response_format' must be an object", "response_format")
 
 
+_TEXT_PARTS = {"text", "input_text", "output_text", "refusal"}
+
+
+def check_engine_takes(body: dict, name: str, engine: Engine | None) -> None:
+    """400 for what this model cannot take: generation from an embeddings model, and on
+    llama.cpp (served here without a vision projector) any content part but text."""
+    if engine is None:
+        return
+    if engine.embeddings:
+        raise GatewayError(
+            400, f"model {name!r} is served for embeddings only: use /v1/embeddings", "model"
+        )
+    if engine.kind != "llamacpp":
+        return  # vLLM knows what its model takes and says so itself
+    for index, message in enumerate(body.get("messages") or []):
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if part["type"] not in _TEXT_PARTS:
+                raise GatewayError(
+                    400,
+                    f"model {name!r} takes text only; messages[{index}] has a "
+                    f"{str(part['type'])[:40]!r} part",
+                    "messages",
+                    "unsupported_content",
+                )
+
+
 def _check_messages(messages: object) -> None:
     if not isinstance(messages, list) or not messages:
         raise GatewayError(400, "'messages' must be a non-empty array", "messages")
@@ -186,3 +218,18 @@ def upstream_status(status: int, content: bytes) -> int:
     if status == 500 and b"validation error" in content[:200]:
         return 400
     return status
+
+
+def cors_app(app: Any, origins: Sequence[str]) -> Any:
+    """`app` answering browser pages from `origins` (`*` for any): preflights, and the
+    response headers a page may read (the mode and sampling the gateway sent)."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    return CORSMiddleware(
+        app,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=["x-tuneserve-mode", "x-tuneserve-sampling"],
+        max_age=600,
+    )

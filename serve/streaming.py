@@ -11,6 +11,7 @@ from typing import Any
 
 from serve.engines.llamacpp import completion_chunk_to_chat
 from serve.reasoning import ChunkSplitter
+from serve.tool_calls import ToolChunkParser
 from serve.upstream import UpstreamError, UpstreamResponse
 
 
@@ -91,6 +92,7 @@ async def chat_events(
     in_reasoning: bool,
     thinking_closed: bool,
     single_choice: bool,
+    tools: bool = False,
 ) -> AsyncIterator[bytes]:
     """Chat chunks with reasoning split out; the engine's own bytes once nothing is left to do.
 
@@ -98,10 +100,12 @@ async def chat_events(
     would give back the same chunk): only the first chunk of a plain answer, and the thinking
     part of a reasoning one, are decoded and encoded again. Later pieces pass as sent when they
     hold whole events and no `reasoning` field to mirror under its other name (vLLM's parser).
-    A rendered completion stream (llama-cpp-python with a thinking template) is reshaped
-    chunk by chunk to the end.
+    A rendered completion stream (llama-cpp-python with a thinking template, tool requests on
+    llama.cpp) is reshaped chunk by chunk to the end; with `tools`, `<tool_call>` text
+    becomes `delta.tool_calls`.
     """
     splitter = ChunkSplitter(in_reasoning, thinking_closed)
+    calls = ToolChunkParser() if tools else None
     first = True
     settled = False
     buffer = b""
@@ -129,7 +133,10 @@ async def chat_events(
             if rendered and "choices" in chunk:
                 chunk = completion_chunk_to_chat(chunk, first)
                 first = False
-            out.append(f"data: {json.dumps(splitter.rewrite(chunk))}\n\n".encode())
+            chunk = splitter.rewrite(chunk)
+            if calls is not None:
+                chunk = calls.rewrite(chunk)
+            out.append(f"data: {json.dumps(chunk)}\n\n".encode())
         if out:
             yield b"".join(out)
         settled = not rendered and single_choice and splitter.settled()
