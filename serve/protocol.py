@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse
 
+from serve.engine_errors import openai_error, status_type
 from serve.modes import SAMPLING_FIELDS
 
 if TYPE_CHECKING:
@@ -19,14 +20,6 @@ if TYPE_CHECKING:
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
-_STATUS_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    499: "client_closed_request",
-    503: "service_unavailable",
-}
 
 
 class GatewayError(Exception):
@@ -47,15 +40,14 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """`{"error": {"message", "type", "param", "code"}}` with the HTTP status, as OpenAI does."""
-    kind = _STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    error = {"message": message, "type": kind, "param": param, "code": code}
+    error = {"message": message, "type": status_type(status), "param": param, "code": code}
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 # Numeric fields: (lowest, highest, integer). Bounds are the OpenAI API's, widened where an
 # engine accepts more (top_k -1 = off); values past them reach an engine as a 500 or worse.
 _NUMBERS: dict[str, tuple[float | None, float | None, bool]] = {
-    "temperature": (0, None, False),
+    "temperature": (0, 2, False),
     "top_p": (0, 1, False),
     "min_p": (0, 1, False),
     "top_k": (-1, None, True),
@@ -105,10 +97,13 @@ def validate_request(body: dict, chat: bool) -> None:
     logit_bias = body.get("logit_bias")
     if logit_bias is not None and not (
         isinstance(logit_bias, dict)
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in logit_bias.values())
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and -100 <= v <= 100
+            for v in logit_bias.values()
+        )
     ):  # llama-server ignores a malformed one; llama-cpp-python answers 500
         raise GatewayError(
-            400, "'logit_bias' must be an object of token id -> number", "logit_bias"
+            400, "'logit_bias' must be an object of token id -> number in -100 .. 100", "logit_bias"
         )
     if not isinstance(body.get("response_format", {}), dict | None):
         raise GatewayError(400, "'response_format' must be an object", "response_format")
@@ -203,10 +198,14 @@ def upstream_error(status: int, content: bytes, headers: dict[str, str]) -> JSON
         data = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError):
         data = None
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        error = {"type": _STATUS_TYPES.get(status, "server_error"), **data["error"]}
-        if status == 400:  # an engine's 500 recognised as the request's fault
-            error["type"] = "invalid_request_error"
+    if isinstance(data, dict) and isinstance(data.get("error"), dict | str):
+        found = data["error"] if isinstance(data["error"], dict) else {"message": data["error"]}
+    elif isinstance(data, dict) and isinstance(data.get("message"), str):  # older vLLM: flat
+        found = data
+    else:
+        found = None
+    if found is not None:
+        error = openai_error(status, found)
         return JSONResponse({"error": error}, status_code=status, headers=headers)
     message = data.get("detail") if isinstance(data, dict) else None
     text = content.decode(errors="replace")[:500]

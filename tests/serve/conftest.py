@@ -192,3 +192,42 @@ def engine_bodies(gateway: Served) -> list[dict]:
     recorder = gateway.recorder  # type: ignore[attr-defined]
     recorder.bodies.clear()
     return recorder.bodies
+
+
+@pytest.fixture(scope="session")
+def tool_model(base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 with Qwen3's template taught to call tools (tests/serve/tool_model.py), trained
+    and exported to GGUF once per session; returns the run folder."""
+    from tests.serve.tool_model import train_tool_model
+
+    run, _ = train_tool_model(tmp_path_factory.mktemp("tool-model"), base_model)
+    return run
+
+
+# The client compatibility table: every `matrix(client, feature)` test's outcome per engine.
+MATRIX: dict[tuple[str, str], dict[str, str]] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):  # noqa: ANN001, ANN201
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("matrix")
+    callspec = getattr(item, "callspec", None)
+    if marker is None or callspec is None or "target" not in callspec.params:
+        return
+    if report.when == "call" or report.outcome != "passed":  # a failed or skipped setup too
+        mark = {"passed": "ok", "failed": "FAIL", "skipped": "-"}[report.outcome]
+        MATRIX.setdefault(tuple(marker.args), {})[callspec.params["target"]] = mark
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+    if not MATRIX:
+        return
+    engines = sorted({engine for row in MATRIX.values() for engine in row})
+    terminalreporter.section("client compatibility matrix")
+    terminalreporter.write_line("| client | feature | " + " | ".join(engines) + " |")
+    terminalreporter.write_line("|---|---|" + "---|" * len(engines))
+    for (client, feature), row in MATRIX.items():
+        cells = " | ".join(row.get(engine, " ") for engine in engines)
+        terminalreporter.write_line(f"| {client} | {feature} | {cells} |")

@@ -176,7 +176,10 @@ def test_plain_requests_still_reach_the_engines_chat_endpoint(client, engine_bod
     ("extra", "param"),
     [
         ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools"),
-        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "x"}}}, "tool_choice"),
+        (
+            {"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "x"}}},
+            "tool_choice",
+        ),
         ({"tool_choice": "required"}, "tool_choice"),
         ({"tools": [WEATHER], "tool_choice": "always"}, "tool_choice"),
         ({"functions": [{"name": "f"}]}, "functions"),
