@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -30,7 +31,9 @@ from starlette.routing import Route as HttpRoute
 from serve.embeddings import create_embeddings
 from serve.engines.base import Engine
 from serve.engines.llamacpp import chat_to_completion, completion_to_chat
-from serve.modes import MODES, Mode, apply_defaults, resolve_mode, split_alias
+from serve.fanout import fan_out
+from serve.model_list import get_model, list_models
+from serve.modes import Mode, apply_defaults, resolve_mode, split_alias
 from serve.protocol import (
     MAX_BODY_BYTES,
     GatewayError,
@@ -183,38 +186,10 @@ class Gateway:
 
     # --- plain endpoints -------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
-        if (denied := self._check_key(request)) is not None:
-            return denied
-        return JSONResponse({"object": "list", "data": self._model_cards()})
+        return await list_models(self, request)
 
     async def model(self, request: Request) -> Response:
-        if (denied := self._check_key(request)) is not None:
-            return denied
-        wanted = request.path_params["model_id"]
-        for card in self._model_cards():
-            if card["id"] == wanted:
-                return JSONResponse(card)
-        return error_response(
-            404, f"model {wanted!r} is not served here", "model", "model_not_found"
-        )
-
-    def _model_cards(self) -> list[dict[str, Any]]:
-        now = int(time.time())
-        cards = []
-        for name, route in self.routes.items():
-            generates = route.engine is None or not route.engine.embeddings
-            aliases = [f"{name}:{mode}" for mode in MODES] if generates else []
-            for model_id in (name, *aliases):
-                cards.append(
-                    {
-                        "id": model_id,
-                        "object": "model",
-                        "created": now,
-                        "owned_by": "tuneserve",
-                        "root": name,
-                    }
-                )
-        return cards
+        return await get_model(self, request)
 
     async def responses(self, request: Request) -> Response:
         return await create_response(self, request)
@@ -270,11 +245,20 @@ class Gateway:
                 raise GatewayError(
                     503, f"the engine for {route.name!r} is down; it is being restarted"
                 )
-            send = self._stream if prepared.body.get("stream") else self._forward
-            if route.pool is not None:
-                response = await route.pool.send(send, request, prepared)
+            stream = bool(prepared.body.get("stream"))
+            send = self._stream if stream else self._forward
+
+            async def send_one(prepared: _Prepared) -> Response:
+                if route.pool is not None:
+                    return await route.pool.send(send, request, prepared)
+                return await send(request, prepared)
+
+            n = prepared.body.get("n") or 1
+            if n > 1 and route.engine is not None and route.engine.kind == "llamacpp":
+                copies = [self._one_choice(prepared, i) for i in range(n)]
+                response = await fan_out(lambda i: send_one(copies[i]), n, stream, prepared.headers)
             else:
-                response = await send(request, prepared)
+                response = await send_one(prepared)
         except GatewayError as exc:
             response = error_response(
                 exc.status, exc.message, exc.param, exc.code, prepared.headers
@@ -317,6 +301,15 @@ class Gateway:
         if not isinstance(body, dict):
             raise GatewayError(400, "request body must be a JSON object")
         return body
+
+    @staticmethod
+    def _one_choice(prepared: _Prepared, index: int) -> _Prepared:
+        """Choice `index` of an `n` > 1 request asked on its own (serve/fanout.py)."""
+        body = {**prepared.body, "n": 1}
+        if isinstance(body.get("seed"), int):
+            body["seed"] += index
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        return dataclasses.replace(prepared, body=body, payload=payload)
 
     async def relay(self, request: Request, route: ModelRoute, path: str, body: dict) -> Response:
         """POST `body` as it is to `path` on the route's engine; the engine's answer, with

@@ -12,7 +12,8 @@ from pydantic import TypeAdapter
 
 from serve.engine_errors import openai_error
 from serve.protocol import GatewayError
-from serve.responses import ResponseEvents, chat_to_response, responses_to_chat
+from serve.response_items import ResponseEvents, chat_to_response
+from serve.responses import responses_to_chat
 
 TOOL = {"type": "function", "name": "get_time", "parameters": {"type": "object"}}
 

@@ -7,7 +7,7 @@ a call. Half the rows are OpenAI messages, half ShareGPT `function_call`/`observ
 turns, so both formats are trained on. Cheap on purpose: short rows, a high learning rate,
 few steps; the matrix tests (test_client_matrix.py) share the one model per session.
 
-    python -m tests.serve.tool_model OUT   # the same model by hand (or on a GPU machine)
+    python -m tests.serve.tool_model OUT [merged16,gguf]   # by hand, or on a GPU machine
 """
 
 from __future__ import annotations
@@ -221,5 +221,6 @@ def train_tool_model(folder: Path, base_model: Path, formats: tuple[str, ...] = 
 if __name__ == "__main__":
     from toolkit.builtin import materialize
 
-    run, _ = train_tool_model(Path(sys.argv[1]), materialize("smollm2-135m"), ("merged16", "gguf"))
+    formats = tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else ("merged16", "gguf")
+    run, _ = train_tool_model(Path(sys.argv[1]), materialize("smollm2-135m"), formats)
     print(run)
