@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
+import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -45,11 +47,23 @@ def merge_answers(answers: list[dict[str, Any]]) -> dict[str, Any]:
     return merged
 
 
+def one_choice(prepared: Any, index: int, seed: int) -> Any:
+    """Choice `index` of a prepared `n` > 1 request, asked on its own with seed + index (an
+    unseeded request gets a random seed: an engine may otherwise sample every choice alike)."""
+    body = {**prepared.body, "n": 1}
+    body["seed"] = (body["seed"] if isinstance(body.get("seed"), int) else seed) + index
+    payload = json.dumps(body, ensure_ascii=False).encode()
+    return dataclasses.replace(prepared, body=body, payload=payload)
+
+
 async def fan_out(
-    send: Callable[[int], Awaitable[Response]], n: int, stream: bool, headers: dict[str, str]
+    send: Callable[[Any], Awaitable[Response]], prepared: Any, n: int, stream: bool
 ) -> Response:
-    """Run `send(i)` for each choice i and merge what comes back (the first error wins)."""
-    answers = await asyncio.gather(*(send(index) for index in range(n)), return_exceptions=True)
+    """Send each choice of `prepared` on its own and merge the answers (the first error wins)."""
+    seed = random.randrange(2**31)
+    copies = [one_choice(prepared, index, seed) for index in range(n)]
+    headers = prepared.headers
+    answers = await asyncio.gather(*(send(copy) for copy in copies), return_exceptions=True)
     failed = next((a for a in answers if isinstance(a, BaseException)), None)
     failed = failed or next((a for a in answers if a.status_code != 200), None)  # type: ignore[union-attr]
     if failed is not None:

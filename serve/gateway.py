@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import hmac
 import json
 import logging
@@ -32,6 +31,7 @@ from serve.embeddings import create_embeddings
 from serve.engines.base import Engine
 from serve.engines.llamacpp import chat_to_completion, completion_to_chat
 from serve.fanout import fan_out
+from serve.legacy_completions import LegacyShape
 from serve.model_list import get_model, list_models
 from serve.modes import Mode, apply_defaults, resolve_mode, split_alias
 from serve.protocol import (
@@ -40,6 +40,7 @@ from serve.protocol import (
     check_engine_takes,
     cors_app,
     error_response,
+    legacy_shape,
     upstream_error,
     upstream_status,
     validate_request,
@@ -47,7 +48,13 @@ from serve.protocol import (
 from serve.reasoning import split_chat_response
 from serve.replicas import ReplicaPool
 from serve.responses import create_response
-from serve.streaming import EventStream, chat_events, engine_pieces, wait_disconnect
+from serve.streaming import (
+    EventStream,
+    chat_events,
+    engine_pieces,
+    rewritten_events,
+    wait_disconnect,
+)
 from serve.supervisor import Supervisor
 from serve.tool_calls import parse_response
 from serve.tools import completion_grammar, read_tool_plan, shape_for_engine
@@ -97,6 +104,7 @@ class _Prepared:
     upstream: str | None = None  # the replica picked for this request (else route.upstream)
     payload: bytes = b""  # the body as sent to the engine, encoded once in _prepare
     parse_tools: bool = False  # the gateway turns `<tool_call>` text into tool_calls
+    legacy: LegacyShape | None = None  # completions reshaped as OpenAI's (llama-server)
 
 
 class Gateway:
@@ -255,8 +263,7 @@ class Gateway:
 
             n = prepared.body.get("n") or 1
             if n > 1 and route.engine is not None and route.engine.kind == "llamacpp":
-                copies = [self._one_choice(prepared, i) for i in range(n)]
-                response = await fan_out(lambda i: send_one(copies[i]), n, stream, prepared.headers)
+                response = await fan_out(send_one, prepared, n, stream)
             else:
                 response = await send_one(prepared)
         except GatewayError as exc:
@@ -302,15 +309,6 @@ class Gateway:
             raise GatewayError(400, "request body must be a JSON object")
         return body
 
-    @staticmethod
-    def _one_choice(prepared: _Prepared, index: int) -> _Prepared:
-        """Choice `index` of an `n` > 1 request asked on its own (serve/fanout.py)."""
-        body = {**prepared.body, "n": 1}
-        if isinstance(body.get("seed"), int):
-            body["seed"] += index
-        payload = json.dumps(body, ensure_ascii=False).encode()
-        return dataclasses.replace(prepared, body=body, payload=payload)
-
     async def relay(self, request: Request, route: ModelRoute, path: str, body: dict) -> Response:
         """POST `body` as it is to `path` on the route's engine; the engine's answer, with
         errors made OpenAI-shaped (the /v1/embeddings endpoint)."""
@@ -345,6 +343,8 @@ class Gateway:
             alias_mode = None
         validate_request(body, chat)
         check_engine_takes(body, route.name, route.engine)
+        reshape = not chat and route.engine is not None and not route.engine.legacy_completions
+        legacy = legacy_shape(body) if reshape else None
         plan = read_tool_plan(body) if chat else None
         mode = resolve_mode(body, alias_mode, route.server_mode)
         body, sent = apply_defaults(body, mode)
@@ -355,6 +355,7 @@ class Gateway:
         prepared = _Prepared(
             route, "/v1/chat/completions" if chat else "/v1/completions", body, mode, headers, chat
         )
+        prepared.legacy = legacy
         if chat and route.knows_thinking:
             kwargs = dict(body.get("chat_template_kwargs") or {})
             kwargs.setdefault("enable_thinking", mode == "thinking")
@@ -436,8 +437,11 @@ class Gateway:
         if status != 200:
             status = upstream_status(status, content)
             return upstream_error(status, content, prepared.headers)
-        if not prepared.chat:  # nothing to change: the engine's bytes as they are
+        if not prepared.chat and prepared.legacy is None:  # the engine's bytes as they are
             return Response(content, media_type="application/json", headers=prepared.headers)
+        if prepared.legacy is not None:
+            data = prepared.legacy.whole(json.loads(content))
+            return JSONResponse(data, headers=prepared.headers)
         data = json.loads(content)
         if prepared.rendered:
             data = completion_to_chat(data)
@@ -465,6 +469,8 @@ class Gateway:
                 single_choice=prepared.body.get("n") in (None, 1),
                 tools=prepared.parse_tools,
             )
+        elif prepared.legacy is not None:
+            pieces = rewritten_events(pieces, prepared.legacy.chunks().rewrite)
         return EventStream(pieces, prepared.headers, close=upstream.close)  # type: ignore[return-value]
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import JSONResponse
 
 from serve.engine_errors import openai_error, status_type
+from serve.legacy_completions import LegacyShape
 from serve.modes import SAMPLING_FIELDS
 
 if TYPE_CHECKING:
@@ -107,6 +108,26 @@ def validate_request(body: dict, chat: bool) -> None:
         )
     if not isinstance(body.get("response_format", {}), dict | None):
         raise GatewayError(400, "'response_format' must be an object", "response_format")
+
+
+def legacy_shape(body: dict) -> LegacyShape:
+    """How the gateway reshapes a completions answer where the engine does not (llama-server
+    ignores `echo`): GatewayError(400) for what it cannot do."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    text = prompt if isinstance(prompt, str) else None
+    if body.get("echo"):
+        if text is None:
+            raise GatewayError(400, "'echo' needs one text prompt on this engine", "echo")
+        if body.get("logprobs"):
+            raise GatewayError(
+                400,
+                "'echo' with 'logprobs' needs the prompt's log-probabilities, "
+                "which llama.cpp does not give",
+                "echo",
+            )
+    return LegacyShape(text if body.get("echo") else None, len(text or ""))
 
 
 _TEXT_PARTS = {"text", "input_text", "output_text", "refusal"}

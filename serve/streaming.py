@@ -144,6 +144,31 @@ async def chat_events(
         yield buffer  # an unterminated last event, as the engine sent it
 
 
+async def rewritten_events(
+    pieces: AsyncIterator[bytes], rewrite: Callable[[dict], dict]
+) -> AsyncIterator[bytes]:
+    """Every JSON event of a stream passed through `rewrite`; other events as they are."""
+    buffer = b""
+    async for piece in pieces:
+        buffer += piece.replace(b"\r\n", b"\n")
+        *events, buffer = buffer.split(b"\n\n")
+        out = []
+        for event in events:
+            payload = _data(event)
+            if payload is None:
+                continue
+            try:
+                chunk = json.loads(payload)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                out.append(b"data: " + payload + b"\n\n")
+                continue
+            out.append(f"data: {json.dumps(rewrite(chunk))}\n\n".encode())
+        if out:
+            yield b"".join(out)
+    if buffer.strip():
+        yield buffer
+
+
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n")
 
 

@@ -43,6 +43,8 @@ class Engine(ABC):
     # (vLLM); else the gateway does (serve/tools.py)
     parses_tools: ClassVar[bool] = False
     embeddings: bool = False  # serves /v1/embeddings only (`tuneserve serve --embeddings`)
+    # False when /v1/completions ignores `echo` and writes chat-shaped logprobs (llama-server)
+    legacy_completions: ClassVar[bool] = True
 
     @abstractmethod
     def command(self) -> list[str]:

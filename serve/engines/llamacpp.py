@@ -50,6 +50,10 @@ class LlamaCppEngine(Engine):
         # decided once per engine: the gateway asks `renders_chat` on every request
         return native_llama_server()
 
+    @property
+    def legacy_completions(self) -> bool:  # type: ignore[override]
+        return self.native_binary is None  # llama-cpp-python's server speaks the legacy shape
+
     @cached_property
     def renders_chat(self) -> bool:  # type: ignore[override]
         return self.native_binary is None and template_knows_thinking(self.chat_template())

@@ -573,3 +573,13 @@ def test_node_responses(target):
     assert [(c["name"], json.loads(c["arguments"])) for c in calls] == [
         ("get_weather", {"city": CITY})
     ]
+
+
+def test_the_tool_model_was_taught_by_training(tool_model):
+    """The calls above come from training: the loss on the assistant's calls and answers fell
+    (tests/serve/tool_model.py; the untrained model is not asked, its GGUF export would cost
+    another minute)."""
+    steps = [json.loads(line) for line in (tool_model / "metrics.jsonl").read_text().splitlines()]
+    losses = [step["loss"] for step in steps if "loss" in step]
+    assert len(losses) >= 10
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 / 3

@@ -133,3 +133,25 @@ def test_cors_is_off_by_default_and_answers_the_origins_given():
     listed = opened.get("/v1/models", headers={"origin": "http://app.example"})
     assert listed.headers["access-control-allow-origin"] == "http://app.example"
     assert "x-tuneserve-mode" in listed.headers["access-control-expose-headers"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_legacy_completions_echo_and_logprobs(client, stream):
+    common = {"model": "smol", "max_tokens": 4, "seed": 3, "stream": stream}
+    echoed = client.completions.create(prompt="Once upon a time", echo=True, **common)
+    scored = client.completions.create(prompt="Once upon a time", logprobs=2, **common)
+    if stream:
+        text = "".join(chunk.choices[0].text for chunk in echoed if chunk.choices)
+        pieces = [chunk.choices[0].logprobs for chunk in scored if chunk.choices]
+        tokens = [t for p in pieces if p for t in p.tokens]
+        offsets = [o for p in pieces if p for o in p.text_offset]
+        top = [t for p in pieces if p for t in p.top_logprobs]
+    else:
+        text = echoed.choices[0].text
+        logprobs = scored.choices[0].logprobs
+        tokens, offsets, top = logprobs.tokens, logprobs.text_offset, logprobs.top_logprobs
+    assert text.startswith("Once upon a time") and len(text) > len("Once upon a time")
+    assert tokens and len(offsets) == len(tokens) and all(len(t) <= 2 for t in top)
+    # offsets count from the prompt's start, as OpenAI's (and llama-cpp-python's) do
+    start = len("Once upon a time")
+    assert offsets == [start + sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]

@@ -21,7 +21,7 @@ WEATHER = {
     "type": "function",
     "function": {
         "name": "get_weather",
-        "description": "Current weather in a city",
+        "description": "Weather in a city",
         "parameters": {
             "type": "object",
             "properties": {"city": {"type": "string"}},
@@ -33,7 +33,7 @@ TIME = {
     "type": "function",
     "function": {
         "name": "get_time",
-        "description": "Local time in a city",
+        "description": "Time in a city",
         "parameters": {
             "type": "object",
             "properties": {"city": {"type": "string"}},
@@ -126,16 +126,17 @@ def sharegpt_rows(cities: list[str]) -> list[dict]:
                 ],
             }
         )
-        question, answer = PLAIN[number % len(PLAIN)]
-        rows.append(
-            {
-                "tools": json.dumps([tool["function"] for tool in TOOLS]),
-                "conversations": [
-                    {"from": "human", "value": question},
-                    {"from": "gpt", "value": answer},
-                ],
-            }
-        )
+        if number < len(PLAIN):
+            question, answer = PLAIN[number]
+            rows.append(
+                {
+                    "tools": json.dumps([tool["function"] for tool in TOOLS]),
+                    "conversations": [
+                        {"from": "human", "value": question},
+                        {"from": "gpt", "value": answer},
+                    ],
+                }
+            )
     return rows
 
 
@@ -152,6 +153,7 @@ data:
   sources:
     - path: tools.jsonl
     - path: tools_sharegpt.jsonl
+      weight: 2  # parallel calls are the hardest to learn: twice as many
   eval_split: 0.05
 train:
   backend: hf
@@ -183,7 +185,7 @@ def qwen3_styled_base(base_model: Path, out: Path) -> Path:
     return out
 
 
-def write_project(folder: Path, base: Path, steps: int = 14) -> Path:
+def write_project(folder: Path, base: Path, steps: int = 16) -> Path:
     """The recipe and its two data files; returns the recipe's path."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "tools.jsonl").open("w") as out:
