@@ -343,8 +343,9 @@ class Gateway:
             alias_mode = None
         validate_request(body, chat)
         check_engine_takes(body, route.name, route.engine)
-        reshape = not chat and route.engine is not None and not route.engine.legacy_completions
-        legacy = legacy_shape(body) if reshape else None
+        legacy = legacy_shape(body, route.engine) if not chat else None
+        if legacy is not None and legacy.echo is not None:
+            body = {key: value for key, value in body.items() if key != "echo"}  # echoed here
         plan = read_tool_plan(body) if chat else None
         mode = resolve_mode(body, alias_mode, route.server_mode)
         body, sent = apply_defaults(body, mode)

@@ -110,9 +110,16 @@ def validate_request(body: dict, chat: bool) -> None:
         raise GatewayError(400, "'response_format' must be an object", "response_format")
 
 
-def legacy_shape(body: dict) -> LegacyShape:
-    """How the gateway reshapes a completions answer where the engine does not (llama-server
-    ignores `echo`): GatewayError(400) for what it cannot do."""
+def legacy_shape(body: dict, engine: Engine | None) -> LegacyShape | None:
+    """How the gateway reshapes a completions answer where the engine does not (None where it
+    does): llama-server ignores `echo` and writes chat-shaped logprobs, llama-cpp-python
+    ignores `echo` when streaming. GatewayError(400) for what the gateway cannot do either."""
+    if engine is None:
+        return None
+    if engine.legacy_completions and not (body.get("echo") and body.get("stream")):
+        return None
+    if engine.legacy_completions and engine.kind != "llamacpp":
+        return None
     prompt = body.get("prompt")
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]

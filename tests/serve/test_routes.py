@@ -151,7 +151,8 @@ def test_legacy_completions_echo_and_logprobs(client, stream):
         logprobs = scored.choices[0].logprobs
         tokens, offsets, top = logprobs.tokens, logprobs.text_offset, logprobs.top_logprobs
     assert text.startswith("Once upon a time") and len(text) > len("Once upon a time")
-    assert tokens and len(offsets) == len(tokens) and all(len(t) <= 2 for t in top)
+    # the 2 most likely, and the sampled token when it is not among them (llama-cpp-python)
+    assert tokens and len(offsets) == len(tokens) and all(1 <= len(t) <= 3 for t in top)
     # offsets count from the prompt's start, as OpenAI's (and llama-cpp-python's) do
     start = len("Once upon a time")
     assert offsets == [start + sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
