@@ -149,8 +149,10 @@ def check_engine_takes(body: dict, name: str, engine: Engine | None) -> None:
         raise GatewayError(
             400, f"model {name!r} is served for embeddings only: use /v1/embeddings", "model"
         )
-    if engine.kind != "llamacpp":
-        return  # vLLM knows what its model takes and says so itself
+    if engine.kind != "llamacpp" or any(
+        arg.startswith(("--mmproj", "-mm")) for arg in engine.extra_args
+    ):
+        return  # vLLM, or llama.cpp given a vision projector, knows what its model takes
     for index, message in enumerate(body.get("messages") or []):
         content = message.get("content")
         for part in content if isinstance(content, list) else []:

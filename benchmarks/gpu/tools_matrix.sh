@@ -3,7 +3,7 @@
 # Teaches SmolLM2-135M to call tools exactly as the CPU tests do (tests/serve/tool_model.py, hf
 # backend, seconds on a GPU), exports merged16, serves it with
 #   tuneserve serve tools=RUN/merged16 --embeddings embed=RUN/merged16 --engine vllm --mode chat
-# and runs tests/serve/test_client_matrix.py's `gpu` half against that gateway; the table it
+# and runs the client matrix's `gpu` half (tests/serve/test_matrix_*.py) against that gateway; the table it
 # prints is the vLLM column of the README's matrix.
 # Needs: stages setup (training wheels) and vllm_setup (vLLM) earlier while the machine is
 # warm, and benchmarks/gpu/wheels-tools/part1..3 carried one per call (bash
@@ -38,5 +38,5 @@ echo "gateway over vLLM ready after $((SECONDS - started)) s"
 
 TUNESERVE_MATRIX_GATEWAY="http://127.0.0.1:$port/v1" TUNESERVE_MATRIX_KEY="$key" \
   TUNESERVE_MATRIX_MODEL=tools TUNESERVE_MATRIX_EMBED=embed TUNESERVE_MATRIX_CORS="$origin" \
-  python3 -m pytest -m gpu tests/serve/test_client_matrix.py -p no:cacheprovider -q -rA \
+  python3 -m pytest -m gpu tests/serve/test_matrix_openai.py tests/serve/test_matrix_clients.py -p no:cacheprovider -q -rA \
   --timeout=300 2>&1 | tee "$RESULTS/client_matrix_vllm.txt"

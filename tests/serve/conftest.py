@@ -204,6 +204,43 @@ def tool_model(base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     return run
 
 
+@pytest.fixture(scope="session")
+def matrix_llama(tool_model: Path, base_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The taught tool model behind a gateway on llama.cpp, as `tools` (chat mode: it was
+    taught without thinking), with `embed` for embeddings and one CORS origin."""
+    from tests.serve.matrix import ORIGIN, Target
+    from toolkit.export import run_gguf
+
+    # embeddings need the native llama-server (CI's engine); the fallback refuses them
+    embed = [f"embed={base_gguf}"] if NATIVE else []
+    with serve_models(
+        [f"tools={run_gguf(tool_model, 'q8_0')}"],
+        embeddings=embed,
+        api_key=API_KEY,
+        mode="chat",
+        cors_origins=[ORIGIN],
+        log_dir=tmp_path_factory.mktemp("matrix-logs"),
+    ) as served:
+        yield Target(
+            "llama.cpp", served.base_url, API_KEY, "tools", "embed" if embed else None, ORIGIN
+        )
+
+
+@pytest.fixture(scope="session", params=["llama.cpp", pytest.param("vLLM", marks=pytest.mark.gpu)])
+def target(request: pytest.FixtureRequest):
+    """Where the client matrix runs (tests/serve/matrix.py)."""
+    from tests.serve.matrix import remote_target
+
+    if request.param == "vLLM":
+        remote = remote_target()
+        if remote is None:
+            pytest.skip(
+                "needs a gateway over vLLM: TUNESERVE_MATRIX_GATEWAY (benchmarks/gpu/tools_matrix.sh)"
+            )
+        return remote
+    return request.getfixturevalue("matrix_llama")
+
+
 # The client compatibility table: every `matrix(client, feature)` test's outcome per engine.
 MATRIX: dict[tuple[str, str], dict[str, str]] = {}
 

@@ -69,8 +69,8 @@ def test_n_choices_and_their_usage(client, stream):
     if not stream:
         reply = client.chat.completions.create(**kwargs)
         assert [c.index for c in reply.choices] == [0, 1, 2]
-        produced = sum(5 if c.finish_reason == "length" else 0 for c in reply.choices)
-        assert reply.usage.completion_tokens >= produced and reply.usage.completion_tokens > 5
+        least = sum(5 if c.finish_reason == "length" else 1 for c in reply.choices)
+        assert least <= reply.usage.completion_tokens <= 15  # every choice counted
         return
     texts: dict[int, str] = {}
     for chunk in client.chat.completions.create(**kwargs, stream=True):

@@ -5,7 +5,7 @@ and learns from a few dozen generated conversations to call `get_weather` / `get
 the city asked about, to answer from a tool's result, and to answer plain questions without
 a call. Half the rows are OpenAI messages, half ShareGPT `function_call`/`observation`
 turns, so both formats are trained on. Cheap on purpose: short rows, a high learning rate,
-few steps; the matrix tests (test_client_matrix.py) share the one model per session.
+few steps; the matrix tests (test_matrix_*.py) share the one model per session.
 
     python -m tests.serve.tool_model OUT [merged16,gguf]   # by hand, or on a GPU machine
 """
