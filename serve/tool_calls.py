@@ -90,14 +90,24 @@ def parse_response(response: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class CallStream:
-    """One choice's streamed content in, (content, finished calls) out."""
+    """One choice's streamed content in, (content, finished calls) out. Whitespace before
+    anything else is held: dropped when a call follows, as in a whole answer."""
 
     _buffer: str = ""
     _inside: bool = False
+    _started: bool = False  # some content other than whitespace has been sent
     calls: int = 0
 
     def feed(self, text: str) -> tuple[str, list[dict[str, Any]]]:
         self._buffer += text
+        if not self._started and not self._inside:
+            stripped = self._buffer.lstrip()
+            if CALL_OPEN.startswith(stripped):
+                return "", []  # whitespace, perhaps the start of a call: held
+            if stripped.startswith(CALL_OPEN):
+                self._buffer = stripped  # a call comes first: its leading whitespace goes
+            else:
+                self._started = True
         content: list[str] = []
         found: list[dict[str, Any]] = []
         while self._buffer:

@@ -125,15 +125,19 @@ def _check_choice(choice: object, names: list[str]) -> tuple[str, str | None]:
 def shape_for_engine(
     body: dict[str, Any], plan: ToolPlan | None, engine: Engine
 ) -> tuple[dict[str, Any], bool]:
-    """(the chat body to send, whether the gateway must render it and parse the answer).
+    """(the chat body to send, whether the gateway must render it itself).
 
     vLLM renders, enforces and parses tools itself; a template without a tools section only
     gets the tool prompt written into the messages. On llama.cpp the gateway renders: tools
-    through the template when it has them, else through the same tool prompt.
+    through the template when it has them, else through the same tool prompt; and a JSON
+    `response_format` too, decoded under the gateway's grammar (llama-server fails to build
+    its own sampler for one with a tool-capable template).
     """
     messages = body["messages"]
     if plan is None and not has_tool_turns(messages):
-        return body, False
+        return body, not engine.parses_tools and _response_schema(
+            body.get("response_format")
+        ) is not None
     offered = plan.offered if plan is not None else []
     if engine.parses_tools:
         if engine.renders_tools:

@@ -179,7 +179,7 @@ def chat_to_completion(body: dict, prompt: str) -> dict:
 
 def _chat_id(completion_id: object) -> str:
     text = str(completion_id or uuid.uuid4().hex)
-    return "chatcmpl-" + text.removeprefix("cmpl-")
+    return text if text.startswith("chatcmpl-") else "chatcmpl-" + text.removeprefix("cmpl-")
 
 
 def completion_to_chat(response: dict) -> dict:

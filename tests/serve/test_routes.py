@@ -7,6 +7,7 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
+from pydantic import BaseModel
 from starlette.testclient import TestClient
 
 from serve.gateway import Gateway
@@ -156,3 +157,19 @@ def test_legacy_completions_echo_and_logprobs(client, stream):
     # offsets count from the prompt's start, as OpenAI's (and llama-cpp-python's) do
     start = len("Once upon a time")
     assert offsets == [start + sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+
+
+class Card(BaseModel):
+    city: str
+    sunny: bool
+
+
+@pytest.mark.parametrize("model", ["qwen:chat", "smol"])
+def test_structured_output_is_enforced_by_the_gateway(client, engine_bodies, model):
+    # llama-server cannot build its own sampler for a JSON schema with a tool-capable
+    # template (Qwen3's): the gateway renders and sends its grammar, on either server
+    reply = client.chat.completions.parse(
+        model=model, messages=HI, response_format=Card, max_tokens=60, seed=2
+    )
+    assert isinstance(reply.choices[0].message.parsed, Card)
+    assert "grammar" in engine_bodies[0] and "prompt" in engine_bodies[0]

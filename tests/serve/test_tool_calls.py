@@ -97,6 +97,19 @@ def test_streamed_calls_survive_any_chunking(size):
     assert finish == "tool_calls"
 
 
+def test_whitespace_before_a_streamed_call_is_not_content():
+    parser = ToolChunkParser()
+    sent = []
+    for piece in ["\n", "\n<to", "ol_call>", CALL.removeprefix("<tool_call>"), None]:
+        delta = {"content": piece} if piece else {}
+        chunk = {
+            "choices": [{"index": 0, "delta": delta, "finish_reason": None if piece else "stop"}]
+        }
+        sent.append(parser.rewrite(chunk)["choices"][0]["delta"])
+    assert "".join(d.get("content") or "" for d in sent) == ""
+    assert [c["function"]["name"] for d in sent for c in d.get("tool_calls", [])] == ["get_weather"]
+
+
 def test_a_streamed_text_that_only_looks_like_a_tag_is_content():
     parser = ToolChunkParser()
     out = ""
