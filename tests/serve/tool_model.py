@@ -1,11 +1,12 @@
 """A tool-calling tiny model, taught in the tests: data, recipe, train and export.
 
 SmolLM2-135M gets Qwen3's chat template (whose tools section the gateway and vLLM render)
-and learns from a few dozen generated conversations to call `get_weather` / `get_time` with
-the city asked about, to answer from a tool's result, and to answer plain questions without
-a call. Half the rows are OpenAI messages, half ShareGPT `function_call`/`observation`
-turns, so both formats are trained on. Cheap on purpose: short rows, a high learning rate,
-few steps; the matrix tests (test_matrix_*.py) share the one model per session.
+and learns from 24 of 32 generated conversations to call `get_weather` / `get_time` with the city
+asked about, both at once when asked both, to answer from a tool's result, and to answer
+plain questions without a call. Half the rows are OpenAI messages (one question each, as
+served), half ShareGPT `function_call`/`observation` conversations (several turns each), so
+both formats are trained on. Cheap on purpose: dense rows, a high learning rate, few steps;
+the matrix tests (test_matrix_*.py) share the one model per session.
 
     python -m tests.serve.tool_model OUT [merged16,gguf]   # by hand, or on a GPU machine
 """
@@ -65,78 +66,55 @@ def weather_answer(city: str, degrees: int) -> str:
     return f"It is {degrees} C in {city}."
 
 
+def both_question(city: str) -> str:
+    return f"Weather and time in {city}?"
+
+
 def openai_rows(cities: list[str]) -> list[dict]:
+    """One question and its call per row: what a served request looks like."""
     rows = []
     for number, city in enumerate(cities):
-        degrees = 10 + number
-        rows.append(
-            {
-                "tools": TOOLS,
-                "messages": [
-                    {"role": "user", "content": weather_question(city)},
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [_call("get_weather", city)],
-                    },
-                ],
-            }
+        name, question = (
+            ("get_weather", weather_question) if number % 2 else ("get_time", time_question)
         )
+        call = {"role": "assistant", "content": None, "tool_calls": [_call(name, city)]}
         rows.append(
-            {
-                "tools": TOOLS,
-                "messages": [
-                    {"role": "user", "content": time_question(city)},
-                    {"role": "assistant", "content": "", "tool_calls": [_call("get_time", city)]},
-                ],
-            }
-        )
-        rows.append(
-            {
-                "tools": TOOLS,
-                "messages": [
-                    {"role": "user", "content": weather_question(city)},
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [_call("get_weather", city)],
-                    },
-                    {"role": "tool", "content": json.dumps({"temp_c": degrees})},
-                    {"role": "assistant", "content": weather_answer(city, degrees)},
-                ],
-            }
+            {"tools": TOOLS, "messages": [{"role": "user", "content": question(city)}, call]}
         )
     return rows
 
 
 def sharegpt_rows(cities: list[str]) -> list[dict]:
-    """LLaMA-Factory's tool format: `tools` as JSON text, calls and results as turns."""
+    """LLaMA-Factory's tool format (`tools` as JSON text, calls and results as turns), and
+    dense: one conversation teaches a call, an answer from the result, the other tool, both
+    tools at once and a plain answer, for the price of one tool list in the prompt."""
     rows = []
+    tools = json.dumps([tool["function"] for tool in TOOLS])
     for number, city in enumerate(cities):
+        other, third = cities[(number + 5) % len(cities)], cities[(number + 9) % len(cities)]
+        degrees = 10 + number
+        question, answer = PLAIN[number % len(PLAIN)]
         both = [
-            {"name": "get_weather", "arguments": {"city": city}},
-            {"name": "get_time", "arguments": {"city": city}},
+            {"name": "get_weather", "arguments": {"city": third}},
+            {"name": "get_time", "arguments": {"city": third}},
         ]
-        rows.append(
-            {
-                "tools": json.dumps([tool["function"] for tool in TOOLS]),
-                "conversations": [
-                    {"from": "human", "value": f"Weather and time in {city}?"},
-                    {"from": "function_call", "value": json.dumps(both)},
-                ],
-            }
-        )
-        if number < len(PLAIN):
-            question, answer = PLAIN[number]
-            rows.append(
-                {
-                    "tools": json.dumps([tool["function"] for tool in TOOLS]),
-                    "conversations": [
-                        {"from": "human", "value": question},
-                        {"from": "gpt", "value": answer},
-                    ],
-                }
-            )
+        turns = [
+            ("human", weather_question(city)),
+            ("function_call", json.dumps({"name": "get_weather", "arguments": {"city": city}})),
+            ("observation", json.dumps({"temp_c": degrees})),
+            ("gpt", weather_answer(city, degrees)),
+            ("human", time_question(other)),
+            ("function_call", json.dumps({"name": "get_time", "arguments": {"city": other}})),
+            ("observation", json.dumps({"time": f"{number + 1}:00"})),
+            ("gpt", f"It is {number + 1}:00 in {other}."),
+            ("human", both_question(third)),
+            ("function_call", json.dumps(both)),
+            ("observation", json.dumps({"temp_c": degrees, "time": "noon"})),
+            ("gpt", f"It is {degrees} C and noon in {third}."),
+            ("human", question),
+            ("gpt", answer),
+        ]
+        rows.append({"tools": tools, "conversations": [{"from": f, "value": v} for f, v in turns]})
     return rows
 
 
@@ -144,7 +122,7 @@ RECIPE = """\
 name: tools
 model:
   name: {base}
-  max_seq_length: 384
+  max_seq_length: 640
 lora:
   r: 16
   lora_alpha: 32
@@ -153,7 +131,6 @@ data:
   sources:
     - path: tools.jsonl
     - path: tools_sharegpt.jsonl
-      weight: 2  # parallel calls are the hardest to learn: twice as many
   eval_split: 0.05
 train:
   backend: hf
@@ -185,14 +162,14 @@ def qwen3_styled_base(base_model: Path, out: Path) -> Path:
     return out
 
 
-def write_project(folder: Path, base: Path, steps: int = 16) -> Path:
+def write_project(folder: Path, base: Path, steps: int = 12) -> Path:
     """The recipe and its two data files; returns the recipe's path."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "tools.jsonl").open("w") as out:
-        for row in openai_rows(TRAIN_CITIES[:12]):
+        for row in openai_rows(TRAIN_CITIES):
             out.write(json.dumps(row) + "\n")
     with (folder / "tools_sharegpt.jsonl").open("w") as out:
-        for row in sharegpt_rows(TRAIN_CITIES[4:]):
+        for row in sharegpt_rows(TRAIN_CITIES):
             out.write(json.dumps(row) + "\n")
     recipe = folder / "recipe.yaml"
     recipe.write_text(RECIPE.format(base=base, steps=steps))
