@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from tests.serve.tool_model import weather_question
 
-CITY, OTHER_CITY = "Madrid", "Kyoto"  # never in the training data
+CITY, OTHER_CITY = "Madrid", "Lisbon"  # never in the training data
 ORIGIN = "http://app.example"
 GREEDY = {"temperature": 0, "max_tokens": 64}
 
@@ -85,3 +85,14 @@ def needs(module: str, target: Target) -> None:
     """Every client is installed here (the `dev` extra); a GPU machine may carry fewer."""
     if target.engine != "llama.cpp" and importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not installed on this machine")
+
+
+def asked_for(calls: list[tuple[str, dict]], *names: str) -> bool:
+    """Whether `calls` are exactly one call to each of `names`, in order, each with a city.
+
+    The taught model's own accuracy (the city copied right) is checked once, in
+    test_matrix_openai.py; elsewhere the matrix checks what each client makes of the calls.
+    """
+    return [name for name, _ in calls] == list(names) and all(
+        isinstance(args.get("city"), str) and args["city"] for _, args in calls
+    )

@@ -175,3 +175,13 @@ def test_structured_output_is_enforced_by_the_gateway(client, engine_bodies, mod
     )
     assert isinstance(reply.choices[0].message.parsed, Card)
     assert "grammar" in engine_bodies[0] and "prompt" in engine_bodies[0]
+
+
+def test_a_long_prompt_gets_the_whole_trained_context(client):
+    # 3,000 words: past the 2,048 tokens each of llama-server's 4 slots used to get out of
+    # -c 8192, inside SmolLM2's trained 8,192 (the slots now share one cache of that size)
+    words = " ".join(["word"] * 3000)
+    reply = client.chat.completions.create(
+        model="smol", messages=[{"role": "user", "content": words}], max_tokens=2
+    )
+    assert reply.usage.prompt_tokens > 3000

@@ -1,12 +1,12 @@
 """A tool-calling tiny model, taught in the tests: data, recipe, train and export.
 
 SmolLM2-135M gets Qwen3's chat template (whose tools section the gateway and vLLM render)
-and learns from 24 of 32 generated conversations to call `get_weather` / `get_time` with the city
-asked about, both at once when asked both, to answer from a tool's result, and to answer
-plain questions without a call. Half the rows are OpenAI messages (one question each, as
-served), half ShareGPT `function_call`/`observation` conversations (several turns each), so
-both formats are trained on. Cheap on purpose: dense rows, a high learning rate, few steps;
-the matrix tests (test_matrix_*.py) share the one model per session.
+and learns from 32 generated conversations (16 steps of 2, about 6 of each behaviour) to call
+`get_weather`/`get_time` with the city asked about, both at once when asked both, to answer
+from a tool's result, and to answer plain questions without a call. OpenAI messages and
+ShareGPT `function_call` turns are both trained on. Cheap on purpose: short
+rows, a high learning rate, few steps; the matrix tests (test_matrix_*.py) share the one model
+per session.
 
     python -m tests.serve.tool_model OUT [merged16,gguf]   # by hand, or on a GPU machine
 """
@@ -46,8 +46,9 @@ TOOLS = [WEATHER, TIME]
 TRAIN_CITIES = ["Paris", "Tokyo", "Lima", "Oslo", "Cairo", "Rome", "Delhi", "Quito"]
 TRAIN_CITIES += ["Sydney", "Berlin", "Nairobi", "Dublin", "Seoul", "Havana", "Vienna", "Lagos"]
 # Asked in the tests, never seen in training: the model must copy the city, not recall it.
-TEST_CITIES = ["Madrid", "Boston", "Kyoto"]
+TEST_CITIES = ["Madrid", "Boston", "Lisbon"]
 PLAIN = [("Say hello.", "Hello!"), ("What is 2 + 3?", "5."), ("Name a color.", "Blue.")]
+PLAIN += [("Say goodbye.", "Goodbye!"), ("What is 4 + 4?", "8."), ("Name a fruit.", "Apple.")]
 
 
 def _call(name: str, city: str) -> dict:
@@ -71,58 +72,59 @@ def both_question(city: str) -> str:
 
 
 def openai_rows(cities: list[str]) -> list[dict]:
-    """One question and its call per row: what a served request looks like."""
-    rows = []
-    for number, city in enumerate(cities):
-        name, question = (
-            ("get_weather", weather_question) if number % 2 else ("get_time", time_question)
-        )
-        call = {"role": "assistant", "content": None, "tool_calls": [_call(name, city)]}
+    """OpenAI messages, 6 of each: a call for the weather, one for the time, a weather call
+    answered from its result, and a plain question answered without a call.
+
+    Every row ends with the turn it teaches, as a served request does: Qwen3's template writes
+    the empty think block of chat mode only before a conversation's last answer, so behaviour
+    learnt mid-conversation would not be what the model does when served.
+    """
+    rows = [[ask(weather_question(city)), calling(("get_weather", city))] for city in cities[:6]]
+    rows += [[ask(time_question(city)), calling(("get_time", city))] for city in cities[6:12]]
+    for number, city in enumerate(cities[12:] + cities[:2]):
+        degrees = 10 + number
         rows.append(
-            {"tools": TOOLS, "messages": [{"role": "user", "content": question(city)}, call]}
+            [
+                ask(weather_question(city)),
+                calling(("get_weather", city)),
+                {"role": "tool", "content": json.dumps({"temp_c": degrees})},
+                {"role": "assistant", "content": weather_answer(city, degrees)},
+            ]
         )
-    return rows
+    rows += [
+        [ask(question), {"role": "assistant", "content": answer}] for question, answer in PLAIN
+    ]
+    return [{"tools": TOOLS, "messages": messages} for messages in rows]
 
 
 def sharegpt_rows(cities: list[str]) -> list[dict]:
-    """LLaMA-Factory's tool format (`tools` as JSON text, calls and results as turns), and
-    dense: one conversation teaches a call, an answer from the result, the other tool, both
-    tools at once and a plain answer, for the price of one tool list in the prompt."""
-    rows = []
+    """LLaMA-Factory's tool format (`tools` as JSON text, calls as a `function_call` turn): 8
+    questions about both weather and time, each answered with both calls at once."""
     tools = json.dumps([tool["function"] for tool in TOOLS])
-    for number, city in enumerate(cities):
-        other, third = cities[(number + 5) % len(cities)], cities[(number + 9) % len(cities)]
-        degrees = 10 + number
-        question, answer = PLAIN[number % len(PLAIN)]
+    rows = []
+    for city in cities[2:10]:
         both = [
-            {"name": "get_weather", "arguments": {"city": third}},
-            {"name": "get_time", "arguments": {"city": third}},
+            {"name": "get_weather", "arguments": {"city": city}},
+            {"name": "get_time", "arguments": {"city": city}},
         ]
-        turns = [
-            ("human", weather_question(city)),
-            ("function_call", json.dumps({"name": "get_weather", "arguments": {"city": city}})),
-            ("observation", json.dumps({"temp_c": degrees})),
-            ("gpt", weather_answer(city, degrees)),
-            ("human", time_question(other)),
-            ("function_call", json.dumps({"name": "get_time", "arguments": {"city": other}})),
-            ("observation", json.dumps({"time": f"{number + 1}:00"})),
-            ("gpt", f"It is {number + 1}:00 in {other}."),
-            ("human", both_question(third)),
-            ("function_call", json.dumps(both)),
-            ("observation", json.dumps({"temp_c": degrees, "time": "noon"})),
-            ("gpt", f"It is {degrees} C and noon in {third}."),
-            ("human", question),
-            ("gpt", answer),
-        ]
+        turns = [("human", both_question(city)), ("function_call", json.dumps(both))]
         rows.append({"tools": tools, "conversations": [{"from": f, "value": v} for f, v in turns]})
     return rows
+
+
+def ask(question: str) -> dict:
+    return {"role": "user", "content": question}
+
+
+def calling(*calls: tuple[str, str]) -> dict:
+    return {"role": "assistant", "content": None, "tool_calls": [_call(n, c) for n, c in calls]}
 
 
 RECIPE = """\
 name: tools
 model:
   name: {base}
-  max_seq_length: 640
+  max_seq_length: 448
 lora:
   r: 16
   lora_alpha: 32
@@ -162,7 +164,7 @@ def qwen3_styled_base(base_model: Path, out: Path) -> Path:
     return out
 
 
-def write_project(folder: Path, base: Path, steps: int = 12) -> Path:
+def write_project(folder: Path, base: Path, steps: int = 16) -> Path:
     """The recipe and its two data files; returns the recipe's path."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "tools.jsonl").open("w") as out:
