@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from toolkit.hub import parse_hub_id
+
 PROJECTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 BUILTIN_PREFIX = "builtin:"
 DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "problem_solution", "text")
@@ -79,7 +81,8 @@ def _resolve_path(value: str, info: ValidationInfo) -> str:
 class ModelSection(Section):
     name: str = Field(
         "builtin:smollm2-135m",
-        description="local model folder, or builtin:smollm2-135m (the embedded default)",
+        description="a Hugging Face Hub id org/name[@revision] (downloaded into the Hub cache), "
+        "a local model folder, or builtin:smollm2-135m (the embedded default)",
     )
     max_seq_length: Annotated[int, Field(gt=0, le=2**20)] = 2048
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
@@ -102,10 +105,16 @@ class ModelSection(Section):
                 raise ValueError(f"unknown builtin model {value!r}; known: {known}")
             return value
         resolved = _resolve_path(value, info)
-        if info.context and info.context.get("check_paths", True) and not Path(resolved).exists():
+        if Path(resolved).exists():
+            return resolved
+        # Not a local folder: `org/name[@revision]` (never `./x`, `/x` or `~/x`) is a Hub id,
+        # kept as written and downloaded when a command needs the weights, not while validating.
+        if parse_hub_id(value) is not None:
+            return value
+        if info.context and info.context.get("check_paths", True):
             raise ValueError(
-                f"model folder {resolved} does not exist; give a local model folder "
-                "(nothing is downloaded) or builtin:smollm2-135m"
+                f"model folder {resolved} does not exist; give a Hugging Face Hub id "
+                "(org/name or org/name@revision), a local model folder, or builtin:smollm2-135m"
             )
         return resolved
 

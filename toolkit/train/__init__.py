@@ -152,6 +152,8 @@ def _write_manifest(
     import importlib.metadata
 
     from toolkit.artifacts import read_manifest, sha256_file, sha256_text, update_manifest
+    from toolkit.builtin import describe_model
+    from toolkit.hub import snapshot_file_sha256
     from toolkit.recipe_loader import dump_recipe
 
     base = read_manifest(model_path)
@@ -167,11 +169,13 @@ def _write_manifest(
         run=recipe.run_name,
         recipe_sha256=sha256_text(dump_recipe(recipe)),
         base_model={
-            "name": recipe.model.name,
-            "path": str(model_path),
+            **describe_model(recipe.model.name, model_path),  # + the Hub repo and commit
+            # A Hub snapshot's weights are named by their sha256 in the cache: no need to hash GBs.
             "sha256": base.get("files", {}).get(weights[0].name, {}).get("sha256")
             if weights and base
-            else (sha256_file(weights[0]) if weights else None),
+            else (
+                (snapshot_file_sha256(weights[0]) or sha256_file(weights[0])) if weights else None
+            ),
         },
         dataset_sha256={
             s.label: sha256_file(Path(s.path))
