@@ -184,11 +184,11 @@ def explain(hub_id: HubId, exc: BaseException) -> TuneserveError | None:
 
 
 def _no_safetensors(hub_id: HubId, folder: Path) -> TuneserveError:
-    from huggingface_hub import get_cached_repo_tree
-
     try:
+        from huggingface_hub import get_cached_repo_tree
+
         listed = [f.path for f in get_cached_repo_tree(hub_id.repo_id, revision=folder.name)]
-    except Exception:  # no listing cached (an offline copy): say what is known
+    except Exception:  # no listing cached (an offline copy), or an older huggingface_hub
         listed = []
     other = sorted(p for p in listed if p.endswith((".bin", ".pth", ".pt", ".gguf", ".h5")))
     found = f"only {', '.join(other[:3])}{' ...' if len(other) > 3 else ''}" if other else "none"
