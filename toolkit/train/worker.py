@@ -1,8 +1,8 @@
-"""One torchrun rank of a multi-process run: `python -m toolkit.train.worker JOB_DIR`.
+"""The training process: `python -m toolkit.train.worker JOB_DIR`, alone or as one torchrun rank.
 
-`toolkit.train.launcher` prepares JOB_DIR (job.json) and starts torchrun; each rank trains with
-the run's saved recipe and data, and reports back through files in JOB_DIR: `pid-<rank>` (so
-the launcher can reap it), `error-<rank>.json` when it fails, and rank 0's `outcome.json`.
+`toolkit.train.launcher` prepares JOB_DIR (job.json) and starts it; each rank trains with the
+run's saved recipe and data, and reports back through files in JOB_DIR: `pid-<rank>` (so the
+launcher can reap it), `error-<rank>.json` when it fails, and rank 0's `outcome.json`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,11 @@ def record_error(job_dir: Path, rank: int, message: str, hint: str | None, code:
 
 
 def run_rank(job: dict[str, Any], rank: int) -> Any:
+    if job["backend"] == "unsloth":
+        # Unsloth patches transformers, PEFT and TRL when imported: it must come before them
+        # (on the GPU machine a later import warned that optimizations may not apply).
+        import unsloth  # noqa: F401
+
     from toolkit.quiet import quiet_libraries
     from toolkit.recipe_loader import load_recipe
     from toolkit.train.parallel import ParallelPlan
@@ -47,7 +52,7 @@ def run_rank(job: dict[str, Any], rank: int) -> Any:
         folder,
         Path(job["resume_from"]) if job["resume_from"] else None,
         job["progress"] and main,
-        print if main else (lambda _: None),
+        lambda _: None,  # the launching process already said what this process would say
         ParallelPlan(**job["plan"]),
     )
 
