@@ -26,14 +26,47 @@ def base_of(adapter: Path) -> str:
     return json.loads(config.read_text())["base_model_name_or_path"]
 
 
-def load_merged(base: Path, adapter: Path, dtype: Any = None) -> Any:
-    """base + adapter merged in fp32 (the reference for parity checks), optionally cast."""
+def load_base(base: Path) -> Any:
+    """The base model in fp32 on the CPU: the weights a merge adds the adapter to."""
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    from toolkit.prequantized import is_prequantized_4bit
+
+    if is_prequantized_4bit(base):
+        return dequantized(base)
+    return AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+
+
+def dequantized(base: Path) -> Any:
+    """A base saved in bitsandbytes 4-bit as 16-bit weights, as Unsloth's merged_16bit makes
+    them: loaded on the GPU, dequantized there (bitsandbytes has the kernels), then fp32 on CPU."""
+    import importlib.util
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
+        raise TuneserveError(
+            f"merged16 needs 16-bit weights, and the base {base} is saved in 4-bit "
+            "(bitsandbytes); dequantizing it needs a CUDA GPU with bitsandbytes",
+            "export on the GPU machine, or train from the 16-bit original (e.g. Qwen/Qwen3-8B "
+            "rather than unsloth/Qwen3-8B-bnb-4bit)",
+        )
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16, device_map={"": 0})
+    model = model.dequantize()
+    if hasattr(model.config, "quantization_config"):  # the merged folder is plain 16-bit
+        del model.config.quantization_config
+    model = model.to("cpu", torch.float32)
+    torch.cuda.empty_cache()
+    return model
+
+
+def load_merged(base: Path, adapter: Path, dtype: Any = None) -> Any:
+    """base + adapter merged in fp32 (the reference for parity checks), optionally cast."""
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(load_base(base), adapter).merge_and_unload()
     return merged.to(dtype) if dtype is not None else merged
 
 

@@ -59,12 +59,10 @@ def verify_merge(base: Path, adapter: Path, merged_dir: Path) -> dict[str, Any]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from toolkit.export.merge import load_merged
+    from toolkit.export.merge import load_base, load_merged
 
     tokenizer = AutoTokenizer.from_pretrained(adapter)
-    unmerged = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter
-    )
+    unmerged = PeftModel.from_pretrained(load_base(base), adapter)
     merged_fp32 = load_merged(base, adapter)
     saved = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
     reference = greedy_texts(unmerged, tokenizer)
