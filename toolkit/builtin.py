@@ -82,6 +82,16 @@ def resolve_model(name: str) -> Path:
     )
 
 
+def trained_base(run_dir: Path, name: str) -> Path:
+    """The base model a run trained on: for a Hub id the very commit its training resolved
+    (the repo's branch may have moved since: a merge must not meet another base), else
+    `resolve_model(name)`."""
+    hub = read_manifest(run_dir).get("base_model", {}).get("hub") or {}
+    if hub.get("commit"):
+        return resolve_model(f"{hub['repo_id']}@{hub['commit']}")
+    return resolve_model(name)
+
+
 def describe_model(name: str, path: Path) -> dict[str, Any]:
     """What a run records about its base model: the name as given, the folder it resolved to,
     and for a Hub id the repo, the revision asked for and the commit it resolved to."""

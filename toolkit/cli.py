@@ -212,7 +212,8 @@ def split_list(values: tuple[str, ...]) -> list[str]:
     "--format",
     "formats",
     multiple=True,
-    help="lora, merged16 (vLLM), merged4, gguf; repeat or comma-separate (default: the recipe's).",
+    help="lora, merged16 (vLLM), merged4, gguf; repeat or comma-separate (default: the recipe's, "
+    "else lora,merged16 where vLLM serves and merged16,gguf elsewhere).",
 )
 @click.option("--quant", "quants", multiple=True, help="GGUF quants, e.g. q4_k_m,q8_0,f16.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was exported as JSON.")
@@ -225,12 +226,13 @@ def export_command(
     Example:
       tuneserve export my-first-run --format merged16,gguf --quant q4_k_m,q8_0
     """
+    from toolkit.comparison import export_formats, run_engine
     from toolkit.export import export_run, load_run
 
     _, recipe = load_run(run)
     done = export_run(
         run,
-        split_list(formats) or list(recipe.export.formats),
+        split_list(formats) or export_formats(recipe, run_engine(recipe)),
         split_list(quants) or list(recipe.export.quant),
     )
     if as_json:
@@ -285,24 +287,24 @@ def verify_command(run: str) -> None:
 
 
 def run_and_report(recipe, backend: str | None, fresh: bool, serve: bool) -> None:
-    from toolkit.pipeline import keep_serving, run_pipeline, success_message
-
-    result = run_pipeline(recipe, backend=backend, fresh=fresh)
-    report = result.report_dir
-    click.echo("")
-    click.echo((report / "report.md").read_text())
-    names = list(result.served_models)
-    if not serve:
-        host = recipe.serve.host if ":" not in recipe.serve.host else f"[{recipe.serve.host}]"
-        url = f"http://{host}:{recipe.serve.port}/v1"
-        click.echo(success_message(result, url, names, recipe.serve.api_key, serving=False))
-        check_gate(recipe, report)
-        return
     import signal
     import threading
 
-    check_gate(recipe, report)
-    with keep_serving(recipe, result) as served:
+    from toolkit.pipeline import run_session, success_message
+
+    with run_session(recipe, backend=backend, fresh=fresh, serve=serve) as result:
+        report = result.report_dir
+        click.echo("")
+        click.echo((report / "report.md").read_text())
+        names = result.plan.names
+        if not serve:
+            host = recipe.serve.host if ":" not in recipe.serve.host else f"[{recipe.serve.host}]"
+            url = f"http://{host}:{recipe.serve.port}/v1"
+            click.echo(success_message(result, url, names, recipe.serve.api_key, serving=False))
+            check_gate(recipe, report)
+            return
+        check_gate(recipe, report)
+        served = result.served
         click.echo(success_message(result, served.base_url, names, served.api_key, serving=True))
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -241,9 +241,15 @@ class TrainSection(Section):
         return self
 
 
+# Exports per engine when `export.formats` is unset: what that engine serves and what users
+# deploy from it (a GGUF only where llama.cpp serves; converting 28 GB for nothing is hours).
+DEFAULT_EXPORT_FORMATS = {"vllm": ("lora", "merged16"), "llamacpp": ("merged16", "gguf")}
+
+
 class ExportSection(Section):
-    formats: list[Literal[EXPORT_FORMATS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["merged16", "gguf"]
+    formats: list[Literal[EXPORT_FORMATS]] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="unset: lora + merged16 where run serves on vLLM, merged16 + gguf on llama.cpp",
     )
     quant: list[Literal[GGUF_QUANTS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["q8_0"], min_length=1
@@ -251,6 +257,10 @@ class ExportSection(Section):
     max_ppl_ratio: Annotated[float, Field(ge=1.0, le=100)] = Field(
         1.10, description="a quant whose perplexity ratio to merged16 exceeds this is flagged"
     )
+
+    @staticmethod
+    def default_formats(engine: str) -> list[str]:
+        return list(DEFAULT_EXPORT_FORMATS[engine])
 
     @field_validator("quant", mode="before")
     @classmethod
@@ -270,6 +280,12 @@ class ServeSection(Section):
         "auto", description="default mode; auto = thinking when the template knows enable_thinking"
     )
     api_key: str | None = None
+    tuned_as: Literal["lora", "merged16"] = Field(
+        "lora",
+        description="on vLLM, the tuned model served as its adapter on the base's engine (one "
+        "engine: half the memory and startup of two) or as the merged16 folder (the artifact "
+        "you deploy; a second engine). llama.cpp serves the GGUF export either way",
+    )
 
 
 class EvalSection(Section):

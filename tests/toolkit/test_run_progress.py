@@ -1,5 +1,4 @@
-"""The run's progress display (ETA, plain lines for logs), stale-export bookkeeping, and what a
-finished run prints."""
+"""The run's progress display (ETA, plain lines for logs) and what a finished run prints."""
 
 from __future__ import annotations
 
@@ -9,13 +8,8 @@ import time
 
 import pytest
 
-from toolkit.pipeline import (
-    RunResult,
-    export_status,
-    forget_stale_exports,
-    success_message,
-    train_status,
-)
+from toolkit.comparison import ServePlan
+from toolkit.pipeline import RunResult, export_status, success_message, train_status
 from toolkit.recipe import Recipe
 from toolkit.run_progress import RunProgress, StageStatus, clock, eta_seconds
 
@@ -86,27 +80,15 @@ def test_train_and_export_status_read_the_run_folder(tmp_path):
     status = train_status(recipe, tmp_path)
     assert (status.done, status.total, status.doing) == (3, 30, "training, loss 2.5000")
     (tmp_path / "manifest.json").write_text(json.dumps({"exports": {"merged16": {}}}))
-    status = export_status(tmp_path, ["q8_0", "q4_k_m"])
+    status = export_status(tmp_path, ["merged16", "gguf"], ["q8_0", "q4_k_m"])
     assert (status.done, status.total, status.doing) == (1, 3, "writing and checking gguf q8_0")
-
-
-def test_exports_of_another_adapter_are_forgotten(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"exports": {"merged16": {"path": "x"}}}))
-    forget_stale_exports(tmp_path, "adapter-a")  # no marker yet: made by an unknown adapter
-    assert json.loads((tmp_path / "manifest.json").read_text())["exports"] == {}
-    (tmp_path / "manifest.json").write_text(json.dumps({"exports": {"merged16": {"path": "x"}}}))
-    forget_stale_exports(tmp_path, "adapter-a")  # same adapter (a killed export): keep
-    assert json.loads((tmp_path / "manifest.json").read_text())["exports"] == {
-        "merged16": {"path": "x"}
-    }
-    forget_stale_exports(tmp_path, "adapter-b")  # retrained: redo
-    assert json.loads((tmp_path / "manifest.json").read_text())["exports"] == {}
 
 
 @pytest.mark.parametrize("serving", [True, False])
 def test_success_message_has_report_endpoint_names_snippet_and_curl(tmp_path, serving):
     result = RunResult(tmp_path / "runs" / "r", report_dir=tmp_path / "runs" / "r" / "eval")
-    result.served_models = {"base": tmp_path / "b.gguf", "tuned": tmp_path / "t.gguf"}
+    models = [f"base={tmp_path / 'b.gguf'}", f"tuned={tmp_path / 't.gguf'}"]
+    result.plan = ServePlan("llamacpp", models)
     url = "http://127.0.0.1:8000/v1"
     text = success_message(result, url, ["base", "tuned"], "k3y", serving=serving)
     assert f"report: {tmp_path / 'runs' / 'r' / 'eval' / 'report.md'}" in text

@@ -53,23 +53,22 @@ def train(
 ) -> TrainResult:
     from toolkit.builtin import resolve_model
     from toolkit.data import prepare_data
-    from toolkit.quiet import quiet_libraries
+    from toolkit.hub import snapshot_commit
     from toolkit.recipe_loader import save_recipe
+    from toolkit.stages import mark_done, train_inputs
     from toolkit.train.backend import choose_backend, cuda_device_count
     from toolkit.train.parallel import plan_parallel
+    from toolkit.train.session import optimizer
 
     folder = run_dir(recipe.run_name)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(folder)
     choice = choose_backend(backend, recipe.train.nproc)
-    if choice.name == "unsloth":
-        # Unsloth patches transformers, peft and trl when imported: it must come before them
-        # (on the GPU machine a later import warned that optimizations may not apply).
-        import unsloth  # noqa: F401
-    quiet_libraries()
     echo(f"backend: {choice.name} ({choice.reason})")
+    cuda = cuda_device_count() is not None
     plan = plan_parallel(recipe.train, choice.name, cuda_device_count())
     echo(f"batch: {plan.describe()}")
+    optimizer(recipe, cuda, echo)  # says so when adamw_8bit falls back (the child trains quietly)
     data = prepare_data(recipe.data)
     echo(f"data: {data.describe()}")
     model_path = resolve_model(recipe.model.name)
@@ -87,16 +86,7 @@ def train(
     write_jsonl(folder / "data" / "heldout.jsonl", data.heldout)
 
     started = time.monotonic()
-    if plan.distributed:
-        outcome = _run_distributed(
-            plan, recipe, choice.name, model_path, folder, start_from, progress
-        )
-    else:
-        from toolkit.train.session import run_session
-
-        outcome = run_session(
-            recipe, choice.name, model_path, data.train, folder, start_from, progress, echo
-        )
+    outcome = _train_in_child(plan, choice.name, model_path, folder, start_from, progress, cuda)
     seconds = time.monotonic() - started
     if outcome.interrupted:
         raise TrainingInterrupted(
@@ -104,6 +94,14 @@ def train(
             f"continue with `tuneserve train {folder / 'recipe.yaml'} --resume`",
         )
     _write_manifest(recipe, folder, model_path, choice.name, outcome, seconds, plan)
+    # `run` reuses this adapter instead of training again (toolkit/stages.py).
+    mark_done(
+        folder,
+        "train",
+        train_inputs(recipe, choice.name, snapshot_commit(model_path)),
+        seconds,
+        {"final_loss": outcome.final_loss, "steps": outcome.steps, "backend": choice.name},
+    )
     return TrainResult(
         folder,
         choice.name,
@@ -116,17 +114,19 @@ def train(
     )
 
 
-def _run_distributed(
+def _train_in_child(
     plan: Any,
-    recipe: Recipe,
     backend: str,
     model_path: Path,
     folder: Path,
     start_from: Path | None,
     progress: bool,
+    cuda: bool,
 ) -> Any:
-    """Every rank reads the recipe and data this process just saved in the run folder."""
-    from toolkit.train.backend import cuda_available
+    """Train in child processes (one, or one per rank under torchrun): when they exit, their GPU
+    memory is free for export and the engines, and Unsloth's patches of transformers and PEFT
+    (seen breaking a later merge in the same process) never reach this one. Every process
+    reads the recipe and data this process just saved in the run folder."""
     from toolkit.train.launcher import launch
     from toolkit.train.session import SessionOutcome
 
@@ -137,7 +137,7 @@ def _run_distributed(
         "resume_from": str(start_from) if start_from else None,
         "progress": progress,
     }
-    return SessionOutcome(**launch(plan, job, folder, cuda_available(), progress))
+    return SessionOutcome(**launch(plan, job, folder, cuda, progress))
 
 
 def _write_manifest(
