@@ -67,6 +67,9 @@ def download(hub_id: HubId) -> Path:
     downloading only what training and export read; cached files are not fetched again."""
     from huggingface_hub import snapshot_download
 
+    pinned = cached_commit(hub_id)
+    if pinned is not None:
+        return pinned
     try:
         with _progress_bars_shown():
             folder = Path(
@@ -85,6 +88,25 @@ def download(hub_id: HubId) -> Path:
     if not any(folder.glob("*.safetensors")):
         raise _no_safetensors(hub_id, folder)
     return folder
+
+
+def cached_commit(hub_id: HubId) -> Path | None:
+    """The cached snapshot of a revision that is a full commit hash, if it holds weights.
+
+    A commit never changes, so nothing needs asking; huggingface_hub would still list the repo
+    tree when its own tree cache is missing (caches written by older versions), which fails
+    offline (seen: a run pinned to its training's commit could not export with HF_HUB_OFFLINE=1).
+    """
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    if not hub_id.revision or not re.fullmatch(r"[0-9a-f]{40}", hub_id.revision):
+        return None
+    storage = Path(constants.HF_HUB_CACHE) / repo_folder_name(
+        repo_id=hub_id.repo_id, repo_type="model"
+    )
+    folder = storage / "snapshots" / hub_id.revision
+    return folder if any(folder.glob("*.safetensors")) else None
 
 
 def snapshot_commit(folder: Path) -> str | None:
@@ -137,8 +159,9 @@ def explain(hub_id: HubId, exc: BaseException) -> TuneserveError | None:
             f"use a branch, tag or commit listed on {page}, or drop '@{revision}' for the "
             "default branch",
         )
-    if isinstance(exc, errors.LocalEntryNotFoundError):  # IncompleteSnapshotError included
-        if constants.HF_HUB_OFFLINE:
+    offline = isinstance(exc, errors.OfflineModeIsEnabled)
+    if offline or isinstance(exc, errors.LocalEntryNotFoundError):  # IncompleteSnapshot too
+        if offline or constants.HF_HUB_OFFLINE:
             return TuneserveError(
                 f"{where}: HF_HUB_OFFLINE is set and the Hub cache {cache} holds no complete "
                 "snapshot of it",
