@@ -4,6 +4,7 @@
 #   gpu_run.sh start   # the run in its own session (it outlives the device call while the
 #                      # machine is warm), waited for until it serves or the stage's deadline
 #   gpu_run.sh check   # waits until it serves, asks it with the openai client, stops it
+# RUN_ARGS: more `tuneserve run` arguments (e.g. "--set train.max_steps=4" for a dry run on CPU).
 # Needs: stages setup, vllm_setup and smol_setup (the offline Hub cache in $HF_HUB_CACHE).
 set -uo pipefail
 work=/tmp/tsrun log=/tmp/tsrun/run.log pidfile=/tmp/tsrun/run.pid key=gpu-run-key
@@ -15,7 +16,8 @@ if [ "${1:-start}" = start ]; then
   sed "s#@DATA@#$PWD/toolkit/demo/facts.jsonl#" benchmarks/gpu/run_recipe.yaml > "$work/recipe.yaml"
   date +%s > "$work/started"
   # --serve (the default): the engines that answer the eval go on serving.
-  (cd "$work" && setsid python3 -m toolkit.cli run recipe.yaml --set "serve.api_key=$key" \
+  # shellcheck disable=SC2086
+  (cd "$work" && setsid python3 -m toolkit.cli run recipe.yaml --set "serve.api_key=$key" ${RUN_ARGS:-} \
     > "$log" 2>&1 < /dev/null & echo $! > "$pidfile")
 fi
 pid=$(cat "$pidfile")

