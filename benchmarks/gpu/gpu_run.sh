@@ -16,9 +16,10 @@ if [ "${1:-start}" = start ]; then
   sed "s#@DATA@#$PWD/toolkit/demo/facts.jsonl#" benchmarks/gpu/run_recipe.yaml > "$work/recipe.yaml"
   date +%s > "$work/started"
   # --serve (the default): the engines that answer the eval go on serving.
-  # shellcheck disable=SC2086
-  (cd "$work" && setsid python3 -m toolkit.cli run recipe.yaml --set "serve.api_key=$key" ${RUN_ARGS:-} \
-    > "$log" 2>&1 < /dev/null & echo $! > "$pidfile")
+  # The process writes its own PID (setsid may fork, and then `$!` is not the one to signal).
+  (cd "$work" && RUN_ARGS="${RUN_ARGS:-}" setsid bash -c 'echo $$ > run.pid; exec python3 -m toolkit.cli run recipe.yaml --set "serve.api_key=$TUNESERVE_API_KEY" $RUN_ARGS' \
+    > "$log" 2>&1 < /dev/null &)
+  for _ in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
 fi
 pid=$(cat "$pidfile")
 until served; do
