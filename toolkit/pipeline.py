@@ -267,6 +267,7 @@ def keep_serving(recipe: Recipe, result: RunResult) -> Iterator[Any]:
         port=recipe.serve.port,
         api_key=recipe.serve.api_key,
         mode=None if recipe.serve.mode == "auto" else recipe.serve.mode,
+        report_dir=result.report_dir,  # issue 21: the compare page at / shows this run's report
     ) as served:
         yield served
 
@@ -294,6 +295,8 @@ def success_message(
     lines = [f"report: {report / 'report.md'} (chart {report / 'report.png'})"]
     if serving:
         lines.append(f"endpoint: {base_url} (Ctrl-C stops)")
+        # issue 21: the page that shows base and tuned side by side, the report and the loss
+        lines.append(f"compare page: {base_url.removesuffix('/v1')}/")
     else:
         models = " ".join(f"{name}={path}" for name, path in result.served_models.items())
         lines.append(f"serve the result: tuneserve serve {models}")
