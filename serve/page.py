@@ -107,7 +107,12 @@ def page_routes(check_key: KeyCheck, report_dir: Path | None) -> list[Route]:
             return _not_found(
                 f"no report.json in {report_dir} yet: run an eval with --report there"
             )
-        return Response(path.read_bytes(), media_type="application/json")
+        try:
+            # NaN (a suite whose every answer failed has no latency) is not JSON a browser reads
+            data = json.loads(path.read_bytes(), parse_constant=lambda _: None)
+        except ValueError as exc:
+            return error_response(500, f"{path} is not valid JSON ({exc}); run the eval again")
+        return JSONResponse(data)
 
     async def run(request: Request) -> Response:
         if (denied := check_key(request)) is not None:

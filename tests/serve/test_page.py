@@ -72,6 +72,16 @@ def test_the_report_and_its_run_answer_with_the_key(run_folder):
     assert "port: 8000" in run["recipe"]
 
 
+def test_figures_that_are_not_numbers_reach_the_browser_as_null(run_folder):
+    report = run_folder / "eval" / "report.json"
+    report.write_text('{"models": [{"latency_p50": NaN, "score": 0.5}]}')
+    answer = client(run_folder / "eval").get("/page/api/report", headers=AUTH)
+    assert answer.text.replace(" ", "") == '{"models":[{"latency_p50":null,"score":0.5}]}'
+    report.write_text('{"models": [')
+    broken = client(run_folder / "eval").get("/page/api/report", headers=AUTH)
+    assert broken.status_code == 500 and "not valid JSON" in broken.json()["error"]["message"]
+
+
 def test_without_a_key_on_the_gateway_the_data_is_open_as_every_route_is(run_folder):
     assert client(run_folder / "eval", api_key=None).get("/page/api/report").status_code == 200
 
