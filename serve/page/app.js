@@ -36,6 +36,7 @@ async function loadModels() {
   buildModelPicker();
   buildColumns();
   showView(currentView());
+  if (currentView() === "compare") $("#prompt").focus(); // ready to type, as a chat page is
 }
 
 // --- views -----------------------------------------------------------------------------

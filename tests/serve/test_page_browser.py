@@ -119,8 +119,11 @@ def wait_until_healthy(server: subprocess.Popen, root: str, log: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
-    """Debian's chromium (installed by `make install`), headless, a fresh profile per launch."""
+def browser(page_server) -> Iterator[object]:
+    """Debian's chromium (installed by `make install`), headless, a fresh profile per launch.
+
+    After `page_server`: playwright's sync API runs an event loop, and the eval needs its own.
+    """
     if not CHROMIUM.is_file():
         pytest.fail(f"{CHROMIUM} is missing: `make install` installs Debian's chromium")
     from playwright.sync_api import sync_playwright
@@ -167,9 +170,11 @@ def tab(browser, page_server) -> Iterator[Tab]:
     opened.context.close()
 
 
-def screenshot(page, name: str) -> None:  # noqa: ANN001
+def screenshot(page, name: str, height: int | None = None) -> None:  # noqa: ANN001
+    """The whole page, or its top `height` pixels."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / name), full_page=True)
+    clip = {"x": 0, "y": 0, "width": WIDE["width"], "height": height} if height else None
+    page.screenshot(path=str(ARTIFACTS / name), full_page=True, clip=clip)
 
 
 def ask(tab: Tab, prompt: str) -> None:
@@ -330,6 +335,7 @@ def test_the_report_lists_the_flipped_items_of_the_demo_run(tab, page_server):
     tab.page.select_option("#flip-suite", "guard")
     tab.page.select_option("#flip-direction", "lost")
     assert listed(tab) == flips(report, "lost", "guard")
+    screenshot(tab.page, "flipped-items.png", height=1300)  # what the tuning cost
     scorers = {i["scorer"] for i in report["items"] if i["suite"] == "guard"}
     scorer = sorted(scorers)[0]
     tab.page.select_option("#flip-scorer", scorer)
@@ -342,7 +348,8 @@ def test_the_report_lists_the_flipped_items_of_the_demo_run(tab, page_server):
     tab.page.select_option("#flip-scorer", "")
     tab.page.select_option("#flip-suite", "")
     tab.page.select_option("#flip-direction", "all")
-    screenshot(tab.page, "flipped-items.png")
+    assert listed(tab) == flips(report)
+    screenshot(tab.page, "flipped-items-all.png")
 
 
 def test_the_training_run_shows_its_loss_curve_and_recipe(tab, page_server):
@@ -357,11 +364,13 @@ def test_the_training_run_shows_its_loss_curve_and_recipe(tab, page_server):
 
 
 def test_the_keyboard_reaches_every_view(tab):
-    tab.page.locator("body").focus()
-    for _ in range(12):  # Tab from the top of the page to the report link
-        tab.page.keyboard.press("Tab")
+    assert tab.page.evaluate("document.activeElement.id") == "prompt"  # ready to type
+    for _ in range(15):  # back from the prompt, past the controls, to the report link
+        tab.page.keyboard.press("Shift+Tab")
         if tab.page.evaluate("document.activeElement.textContent") == "Eval report":
             break
+    else:
+        pytest.fail("Shift+Tab never reached the Eval report link")
     tab.page.keyboard.press("Enter")
     tab.page.wait_for_selector("#view-report:not([hidden])")
     assert tab.page.evaluate("document.activeElement.id") == "report-title"
