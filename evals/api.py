@@ -11,7 +11,7 @@ from typing import Any
 
 from evals.compare import model_stats, paired_stats
 from evals.judge import JudgeConfig
-from evals.report import as_json, write_report
+from evals.report import as_json, item_records, write_report
 from evals.runner import Answer, ResponseCache, run_items
 from evals.scorers import resolve_scorer, similarity
 from evals.suite import Suite, resolve_suite
@@ -145,6 +145,8 @@ def run_eval(
         "max_tokens": max_tokens,
     }
     report = as_json(stats, pairs, meta)
+    # each item's answers, for the compare page's flipped items
+    report["items"] = item_records(loaded, models, answers, scores)
     if report_dir is not None:
         write_report(report_dir, report)
     return EvalReport(report, report_dir)

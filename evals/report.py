@@ -19,6 +19,41 @@ def as_json(stats: list[Any], pairs: list[Any], meta: dict[str, Any]) -> dict[st
     }
 
 
+def item_records(
+    suites: list[Any],
+    models: list[str],
+    answers: list[Any],
+    scores: dict[tuple[str, str], dict[str, float]],
+) -> list[dict[str, Any]]:
+    """Per item: what was asked and expected, and each model's answer and score (report.json's
+    `items`), so a reader sees item by item what a change won and lost (the compare page)."""
+    by_item = {(a.suite, a.item, a.model): a for a in answers}
+    records = []
+    for suite in suites:
+        for item in suite.items:
+            answered = {}
+            for model in models:
+                answer = by_item.get((suite.name, item.id, model))
+                if answer is not None:
+                    answered[model] = {
+                        "output": answer.output,
+                        "reasoning": answer.reasoning,
+                        "score": scores[(suite.name, model)][item.id],
+                        "error": answer.error,
+                    }
+            records.append(
+                {
+                    "suite": suite.name,
+                    "id": item.id,
+                    "scorer": item.scorer,
+                    "messages": item.messages,
+                    "expected": item.expected,
+                    "answers": answered,
+                }
+            )
+    return records
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# Eval report", ""]
     meta = report["meta"]

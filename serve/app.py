@@ -313,6 +313,7 @@ def serve_models(
     pipeline_parallel: int = 1,
     lora: Sequence[str] = (),
     engine_args: Sequence[str] = (),
+    report_dir: Path | None = None,
 ) -> Iterator[Served]:
     """Start one engine per model and the gateway in front; stop everything on exit.
 
@@ -321,13 +322,17 @@ def serve_models(
     serve each model behind its one name (serve/replicas.py); `gpus` is the GPUs of each
     engine (vLLM tensor x `pipeline_parallel`, llama.cpp's layer split). `lora` (NAME=PATH)
     serves adapters unmerged next to the one base model (vLLM); `engine_args` go verbatim to
-    every engine's command line.
+    every engine's command line. `report_dir` (an eval folder) is what the compare page at `/`
+    shows beside the chat: the report and the training run it belongs to.
     """
     import uvicorn
 
     from serve.gateway import Gateway
+    from serve.page import find_report_dir
 
     check_bind(host, api_key)
+    if report_dir is not None:
+        report_dir = find_report_dir(Path(report_dir))
     sources = _attach_adapters([parse_model(model) for model in models], lora)
     if engine_args:
         sources = [
@@ -346,7 +351,7 @@ def serve_models(
     with ExitStack() as stack:
         scale = ScaleOut(replicas, gpus, pipeline_parallel)
         routes = _routes(sources, engine, mode, stack, log_dir, ready_timeout, scale)
-        gateway = Gateway(routes, api_key=api_key)
+        gateway = Gateway(routes, api_key=api_key, report_dir=report_dir)
         for pool in {id(r.pool): r.pool for r in routes if r.pool is not None}.values():
             pool.register_metrics(gateway.registry)
         config = uvicorn.Config(
@@ -397,6 +402,7 @@ def run_forever(models: Sequence[str | Path | ModelSource], **options: object) -
             click.echo(f"serving {', '.join(served.names)} at {served.base_url}", err=True)
             for name in served.names:
                 click.echo(f"  {name}  (aliases {name}:thinking, {name}:chat)", err=True)
+            click.echo(f"compare page: {served.root_url}/", err=True)
             stop.wait()
             click.echo("stopping", err=True)
     finally:

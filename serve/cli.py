@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -15,7 +17,10 @@ Then any OpenAI client: base_url http://127.0.0.1:8000/v1, model "tuned" (or "tu
 
 Scale out: --replicas 2 (two engines, least-busy routing), --gpus 2 (vLLM tensor parallel).
 
-Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/runs/x/adapter""",
+Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/runs/x/adapter
+
+Compare page: open http://127.0.0.1:8000/ (add --report models/runs/NAME/eval for the eval
+report and the training run beside the chat).""",
 )
 @click.argument("models", nargs=-1, required=True)
 @click.option(
@@ -75,6 +80,14 @@ Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/
     metavar="ARG",
     help="Pass ARG to every engine's command line, e.g. --engine-arg=--enable-log-requests.",
 )
+@click.option(
+    "--report",
+    "report_dir",
+    default=None,
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Eval report folder (models/runs/NAME/eval) the page at / shows with its run.",
+)
 def serve_command(
     models: tuple[str, ...],
     engine: str,
@@ -89,6 +102,7 @@ def serve_command(
     pipeline_parallel: int,
     lora: tuple[str, ...],
     engine_args: tuple[str, ...],
+    report_dir: Path | None,
 ) -> None:
     """Serve MODEL... (GGUF files or merged16 folders, optionally NAME=PATH) behind an
     OpenAI-compatible gateway with per-mode sampling defaults."""
@@ -112,4 +126,5 @@ def serve_command(
         pipeline_parallel=pipeline_parallel,
         lora=lora,
         engine_args=engine_args,
+        report_dir=report_dir,
     )

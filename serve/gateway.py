@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -30,6 +31,7 @@ from starlette.routing import Route as HttpRoute
 from serve.engines.base import Engine
 from serve.engines.llamacpp import chat_to_completion, completion_to_chat
 from serve.modes import MODES, Mode, apply_defaults, resolve_mode, split_alias
+from serve.page import page_routes
 from serve.protocol import (
     MAX_BODY_BYTES,
     GatewayError,
@@ -100,7 +102,9 @@ class Gateway:
         routes: list[ModelRoute],
         api_key: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        report_dir: Path | None = None,
     ) -> None:
+        """`report_dir`: the eval report (and the run around it) the compare page shows."""
         self.routes = {route.name: route for route in routes}
         self.api_key = api_key or None  # an empty key (TUNESERVE_API_KEY="") means no key
         self.max_body_bytes = max_body_bytes
@@ -140,6 +144,7 @@ class Gateway:
                 HttpRoute("/v1/models", self.models, methods=["GET"]),
                 HttpRoute("/health", self.health, methods=["GET"]),
                 HttpRoute("/metrics", self.metrics, methods=["GET"]),
+                *page_routes(self._check_key, report_dir),  # the compare page at /
             ],
             lifespan=self._lifespan,
             exception_handlers={HTTPException: _http_error, Exception: _internal_error},

@@ -43,6 +43,7 @@ class ServePlan:
     engine: str
     models: list[str]
     lora: list[str] = field(default_factory=list)
+    report: Path | None = None  # the run's eval folder, for the compare page
 
     @property
     def names(self) -> list[str]:
@@ -51,7 +52,7 @@ class ServePlan:
     def command(self) -> str:
         """The `tuneserve serve` line that serves the same thing."""
         words = [*self.models, *(f"--lora {item}" for item in self.lora)]
-        return f"tuneserve serve {' '.join(words)} --engine {self.engine}"
+        return f"tuneserve serve {' '.join(words)} --engine {self.engine} --report {self.report}"
 
 
 def serve_plan(recipe: Recipe, folder: Path, engine: str) -> ServePlan:
@@ -63,10 +64,12 @@ def serve_plan(recipe: Recipe, folder: Path, engine: str) -> ServePlan:
     if engine == "llamacpp":
         quant = recipe.export.quant[0]
         gguf = base_gguf_path(base, quant)
-        return ServePlan(engine, [f"base={gguf}", f"tuned={run_gguf(folder, quant)}"])
+        return ServePlan(
+            engine, [f"base={gguf}", f"tuned={run_gguf(folder, quant)}"], [], folder / "eval"
+        )
     if recipe.serve.tuned_as == "lora":
-        return ServePlan(engine, [f"base={base}"], [f"tuned={folder / 'adapter'}"])
-    return ServePlan(engine, [f"base={base}", f"tuned={folder / 'merged16'}"])
+        return ServePlan(engine, [f"base={base}"], [f"tuned={folder / 'adapter'}"], folder / "eval")
+    return ServePlan(engine, [f"base={base}", f"tuned={folder / 'merged16'}"], [], folder / "eval")
 
 
 def prepare_base(recipe: Recipe, folder: Path, engine: str) -> None:
@@ -102,6 +105,8 @@ class RunServer:
             serve = self.recipe.serve
             where = {"host": serve.host, "port": serve.port, "api_key": serve.api_key}
             plan = self.plan
+            report = self.folder / "eval"  # the eval writes it: the page shows it once there
+            report.mkdir(parents=True, exist_ok=True)
             self.served = self.stack.enter_context(
                 serve_models(
                     plan.models,
@@ -109,6 +114,7 @@ class RunServer:
                     engine=plan.engine,
                     mode=None if serve.mode == "auto" else serve.mode,
                     ready_timeout=READY_TIMEOUT[plan.engine],
+                    report_dir=report,  # the compare page shows this run's report and loss
                     **(where if self.public else {}),
                 )
             )

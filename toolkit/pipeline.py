@@ -299,6 +299,8 @@ def success_message(
     lines = [f"report: {report / 'report.md'} (chart {report / 'report.png'})"]
     if serving:
         lines.append(f"endpoint: {base_url} (Ctrl-C stops)")
+        # the page that shows base and tuned side by side, the report and the loss curve
+        lines.append(f"compare page: {base_url.removesuffix('/v1')}/")
     else:
         assert result.plan is not None
         lines.append(f"serve the result: {result.plan.command()}")
