@@ -185,6 +185,10 @@ def train_command(
         overrides = (*overrides, f"train.nproc={nproc}")
     loaded = load(recipe, overrides)
     echo = (lambda _: None) if as_json else click.echo
+    from toolkit.artifacts import run_dir
+    from toolkit.forgetting import prepare_replay
+
+    prepare_replay(loaded, run_dir(loaded.run_name), echo)  # data.replay: the base's answers
     result = train(
         loaded,
         backend=backend or loaded.train.backend,

@@ -72,6 +72,13 @@ def train(
     echo(f"batch: {plan.describe()}")
     data = prepare_data(recipe.data)
     echo(f"data: {data.describe()}")
+    # issue 19 hook: the base's own answers (data/replay.jsonl) mixed in at data.replay.ratio
+    if recipe.data.replay.ratio > 0:
+        from toolkit.data.replay import add_replay
+
+        replay_file = folder / "data" / "replay.jsonl"
+        added = add_replay(data.train, recipe.data.replay, replay_file, recipe.data.shuffle_seed)
+        echo(f"replay: {added} rows of the base's own answers mixed in ({len(data.train)} rows)")
     model_path = resolve_model(recipe.model.name)
     checkpoints = folder / "checkpoints"
     start_from = last_checkpoint(checkpoints) if resume else None
