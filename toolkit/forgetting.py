@@ -101,6 +101,7 @@ def select_checkpoint(
     folder: Path,
     echo: Callable[[str], None] = print,
     serve_checkpoints: Callable[[Recipe, Path, dict[str, Path]], object] = checkpoints_on_llamacpp,
+    guard_suite: str = "guard",
 ) -> dict | None:
     """eval.select: score base and every checkpoint on heldout + guard through one engine, keep
     the best heldout among those non-inferior on the guard as the run's adapter, and write
@@ -121,7 +122,7 @@ def select_checkpoint(
     target = folder / "selection"
     with serve_checkpoints(recipe, folder, steps) as endpoint:
         report = run_eval(
-            suites=["heldout", "guard"],
+            suites=["heldout", guard_suite],
             models=[endpoint.model, *steps],
             base_url=endpoint.base_url,
             api_key=endpoint.api_key,
@@ -139,7 +140,11 @@ def select_checkpoint(
                 **{name: str(path.stat().st_mtime_ns) for name, path in steps.items()},
             },
         )
-    found = candidates(report.data, {name: int(name.split("-")[1]) for name in steps})
+    found = candidates(
+        report.data,
+        {name: int(name.split("-")[1]) for name in steps},
+        guard=Path(guard_suite).stem,
+    )
     chosen, why = choose(found)
     atomic_write_bytes(
         target / "tradeoff.png", render_chart(found, chosen, recipe.eval.guard_margin)

@@ -52,6 +52,10 @@ def _data_fingerprint(recipe: Recipe) -> list[str]:
 
 def train_inputs(recipe: Recipe) -> str:
     sections = [_section(recipe, name) for name in ("model", "lora", "data", "train")]
+    # issue 19: with eval.select, the guarded checkpoint choice decides the adapter too
+    if recipe.eval.select:
+        ev = recipe.eval
+        sections.append(["select", ev.guard_margin, ev.max_tokens, ev.seed, ev.concurrency])
     return inputs_hash("train", sections, _data_fingerprint(recipe))
 
 
@@ -146,10 +150,23 @@ def build_stages(recipe: Recipe, folder: Path, *, backend: str | None, fresh: bo
         resume = not fresh and marker.is_file() and marker.read_text() == trained
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(marker, trained)
+        # issue 19 hook: the served base answers the replay prompts (cached per base model)
+        from toolkit.forgetting import prepare_replay
+
+        prepare_replay(recipe, folder, log)
         result = train(
             recipe, backend=backend or recipe.train.backend, resume=resume, progress=False, echo=log
         )
-        return {"final_loss": result.final_loss, "steps": result.steps, "backend": result.backend}
+        # issue 19 hook: eval.select keeps the best heldout checkpoint that keeps the guard
+        from toolkit.forgetting import select_checkpoint
+
+        chosen = select_checkpoint(recipe, folder, log)
+        return {
+            "final_loss": result.final_loss,
+            "steps": result.steps,
+            "backend": result.backend,
+            "selected": chosen["chosen"] if chosen else None,
+        }
 
     def do_export(log: Callable[[str], None]) -> dict[str, Any]:
         from toolkit.export import export_run
@@ -188,6 +205,8 @@ def build_stages(recipe: Recipe, folder: Path, *, backend: str | None, fresh: bo
                 on_answer=answered,
                 # A retrained or re-exported model must not be answered from the old cache.
                 model_versions={"base": inputs_hash(trained, quants[0]), "tuned": exported},
+                guard_margin=recipe.eval.guard_margin,  # issue 19: non-inferiority verdict
+                noise_floor=recipe.eval.noise_floor,  # issue 19: base against itself
             )
             eval_status.doing = "writing the report"
         return {"report": str(folder / "eval"), "scores": report.summary()}
