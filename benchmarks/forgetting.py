@@ -33,6 +33,21 @@ CONFIGS = {
 }
 
 
+def read_run(run: Path, name: str, seed: int, total: float) -> dict:
+    manifest = json.loads((run / "manifest.json").read_text())
+    report = json.loads((run / "eval" / "report.json").read_text())
+    return {
+        "config": name,
+        "seed": seed,
+        "stages": {k: v["seconds"] for k, v in manifest["stages"].items()},
+        "total": total,
+        "selected": manifest.get("selection", {}).get("chosen"),
+        "pairs": {p["suite"]: p for p in report["comparisons"]},
+        "scores": {(s["suite"], s["model"]): s["score"] for s in report["models"]},
+        "floor": {f["suite"]: f for f in report.get("noise_floor", [])},
+    }
+
+
 def run_config(name: str, overrides: list[str], seed: int) -> dict:
     from toolkit.artifacts import base_models_dir
 
@@ -47,20 +62,9 @@ def run_config(name: str, overrides: list[str], seed: int) -> dict:
     total = time.monotonic() - started
     if done.returncode not in (0, 1):
         sys.exit(f"{name} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    run = models / "runs" / "demo"
-    manifest = json.loads((run / "manifest.json").read_text())
-    report = json.loads((run / "eval" / "report.json").read_text())
+    row = read_run(models / "runs" / "demo", name, seed, total)
     shutil.rmtree(models, ignore_errors=True)
-    return {
-        "config": name,
-        "seed": seed,
-        "stages": {k: v["seconds"] for k, v in manifest["stages"].items()},
-        "total": total,
-        "selected": manifest.get("selection", {}).get("chosen"),
-        "pairs": {p["suite"]: p for p in report["comparisons"]},
-        "scores": {(s["suite"], s["model"]): s["score"] for s in report["models"]},
-        "floor": {f["suite"]: f for f in report.get("noise_floor", [])},
-    }
+    return row
 
 
 def interval(pair: dict) -> str:
@@ -95,7 +99,27 @@ def main() -> None:
     parser.add_argument("--seeds", default="3407")
     parser.add_argument("--only", default=",".join(CONFIGS))
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--from",
+        dest="runs",
+        nargs="*",
+        default=None,
+        metavar="CONFIG:SEED:RUN_DIR",
+        help="tabulate finished runs instead (total = the sum of their stages)",
+    )
     args = parser.parse_args()
+    if args.runs is not None:
+        rows = []
+        for spec in args.runs:
+            name, seed, folder = spec.split(":", 2)
+            row = read_run(Path(folder), name, int(seed), 0.0)
+            row["total"] = sum(row["stages"].values())
+            rows.append(row)
+        text = "\n".join(["# Forgetting on the demo task", "", *table(rows)]) + "\n"
+        print(text)
+        if args.out:
+            args.out.write_text(text)
+        return
     from toolkit.builtin import materialize
 
     materialize("smollm2-135m")

@@ -188,13 +188,14 @@ def train_command(
     from toolkit.artifacts import run_dir
     from toolkit.forgetting import prepare_replay
 
-    prepare_replay(loaded, run_dir(loaded.run_name), echo)  # data.replay: the base's answers
     result = train(
         loaded,
         backend=backend or loaded.train.backend,
         resume=resume,
         progress=not as_json,
         echo=echo,
+        # data.replay: the served base answers the replay prompts (once per base model)
+        before_data=lambda: prepare_replay(loaded, run_dir(loaded.run_name), echo),
     )
     if as_json:
         print_json(result.__dict__)

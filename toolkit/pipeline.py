@@ -153,9 +153,13 @@ def build_stages(recipe: Recipe, folder: Path, *, backend: str | None, fresh: bo
         # issue 19 hook: the served base answers the replay prompts (cached per base model)
         from toolkit.forgetting import prepare_replay
 
-        prepare_replay(recipe, folder, log)
         result = train(
-            recipe, backend=backend or recipe.train.backend, resume=resume, progress=False, echo=log
+            recipe,
+            backend=backend or recipe.train.backend,
+            resume=resume,
+            progress=False,
+            echo=log,
+            before_data=lambda: prepare_replay(recipe, folder, log),
         )
         # issue 19 hook: eval.select keeps the best heldout checkpoint that keeps the guard
         from toolkit.forgetting import select_checkpoint

@@ -50,7 +50,10 @@ def train(
     resume: bool = False,
     progress: bool = True,
     echo: Any = print,
+    before_data: Any = None,
 ) -> TrainResult:
+    """Fine-tune `recipe`; `before_data()`, when given, runs once the layout is known to be
+    valid and before the data is read (the CLI and pipeline generate replay rows there)."""
     from toolkit.builtin import resolve_model
     from toolkit.data import prepare_data
     from toolkit.quiet import quiet_libraries
@@ -70,6 +73,8 @@ def train(
     echo(f"backend: {choice.name} ({choice.reason})")
     plan = plan_parallel(recipe.train, choice.name, cuda_device_count())
     echo(f"batch: {plan.describe()}")
+    if before_data is not None:
+        before_data()
     data = prepare_data(recipe.data)
     echo(f"data: {data.describe()}")
     # issue 19 hook: the base's own answers (data/replay.jsonl) mixed in at data.replay.ratio
