@@ -32,6 +32,16 @@ def _verdict(pair: dict[str, Any]) -> str:
 def _notes(report: dict[str, Any]) -> list[str]:
     """What a reader must know before trusting a line: suites too small to show a change."""
     lines = []
+    for pair in report["comparisons"]:
+        if pair["suite"] == "guard" and pair.get("noninferior") is not None:
+            low, high = pair["delta_ci"]
+            kept = "keeps" if pair["noninferior"] else "**does not keep**"
+            relation = "stays above" if pair["noninferior"] else "reaches"
+            lines.append(
+                f"- guard: {pair['model']} {kept} what {pair['baseline']} could do: the paired 95% "
+                f"interval of the change, [{low:+.3f}, {high:+.3f}], {relation} "
+                f"-{pair['margin']} (non-inferiority margin)."
+            )
     shown = set()
     for pair in report["comparisons"]:
         n = pair["wins"] + pair["losses"] + pair["ties"]

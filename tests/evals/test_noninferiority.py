@@ -122,3 +122,4 @@ def test_report_states_the_noise_floor_and_the_verdict():
     assert "Decoding: guard: greedy." in text
     assert "non-inferior (margin 0.05) |" in text and "| **no** |" in text
     assert "| guard | base | 0 of 4 | +0.000 | [+0.000, +0.000] |" in text
+    assert "- guard: tuned **does not keep** what base could do" in text
