@@ -62,10 +62,18 @@ class LlamaCppEngine(Engine):
             # engine, and knows when the template already closed the think block.
             argv += ["--reasoning-format", "none"]
             argv += gpu_split_flags(self.gpus, native=True)
+            # Loaded at scale 0, so a request without `lora` (the model's own name) is the base:
+            # this llama-server applies the load-time scales to such requests, and
+            # --lora-init-without-apply does not change those (seen: the base answered as the
+            # adapter).
             for adapter in self.lora_files:
-                argv += ["--lora", str(adapter)]
-            if self.lora_files:
-                argv += ["--lora-init-without-apply"]  # the model's own name stays the base
+                if {",", ":"} & set(str(adapter)):
+                    raise EngineError(
+                        f"LoRA path {adapter} has ',' or ':', which llama-server's "
+                        "--lora-scaled cannot read",
+                        "move or rename the file",
+                    )
+                argv += ["--lora-scaled", f"{adapter}:0"]
             return argv + (["--api-key", self.api_key] if self.api_key else [])
         if self.lora_files:
             raise EngineError(

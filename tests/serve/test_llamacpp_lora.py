@@ -16,12 +16,13 @@ from serve.engines.llamacpp import LlamaCppEngine, native_llama_server
 from tests.conftest import DEMO_RECIPE
 
 
-def test_adapters_load_unapplied_and_need_the_native_server(tmp_path, monkeypatch):
+def test_adapters_load_at_scale_zero_and_need_the_native_server(tmp_path, monkeypatch):
     lora = [tmp_path / "a.gguf", tmp_path / "b.gguf"]
     monkeypatch.setenv("TUNESERVE_LLAMA_SERVER", "/usr/bin/true")
     argv = LlamaCppEngine(name="m", model_path=tmp_path / "m.gguf", lora_files=lora).command()
-    assert argv[argv.index("--lora") + 1] == str(lora[0]) and argv.count("--lora") == 2
-    assert "--lora-init-without-apply" in argv  # the base's own name answers without them
+    # loaded at scale 0: the model's own name answers as the base
+    assert argv[argv.index("--lora-scaled") + 1] == f"{lora[0]}:0"
+    assert argv.count("--lora-scaled") == 2
     assert LlamaCppEngine(name="m", model_path=tmp_path / "m.gguf").adapter_body(1) == {
         "lora": [{"id": 1, "scale": 1.0}]
     }
