@@ -232,12 +232,14 @@ async def run_items(
     if repeat_baseline and models:
         passes.append((models[0], True))
     jobs = []
-    for model, repeat in passes:
-        version = versions.get(model, "") + ("#repeat" if repeat else "")
-        for suite in suites:
-            for item in suite.items:
+    # Item by item, every model in turn: each model's engine has work all along (model by
+    # model, the other engines would sit idle while one answers its whole share).
+    for suite in suites:
+        for item in suite.items:
+            for model, repeat in passes:
                 if repeat and item.scorer == "judge":  # one judge grade per item and model
                     continue
+                version = versions.get(model, "") + ("#repeat" if repeat else "")
                 for sample in range(item.k):
                     request = request_for(item, model, max_tokens, seed, sample)
                     key = cache_key(request, version)
