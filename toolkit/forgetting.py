@@ -16,6 +16,9 @@ from toolkit.data.replay import Endpoint, ensure_replay
 from toolkit.recipe import Recipe
 
 REPLAY_FILE = Path("data") / "replay.jsonl"
+# Checkpoints are compared, not reported: short greedy answers rank them at a fraction of the
+# cost (most guard and heldout answers are shorter; the final eval asks the chosen one in full).
+SELECT_MAX_TOKENS = 24
 
 
 def base_identity(recipe: Recipe, served: Path) -> str:
@@ -129,7 +132,7 @@ def select_checkpoint(
             run=recipe.run_name,
             report_dir=target,
             concurrency=recipe.eval.concurrency,
-            max_tokens=recipe.eval.max_tokens,
+            max_tokens=min(recipe.eval.max_tokens, SELECT_MAX_TOKENS),
             seed=recipe.eval.seed,
             progress=False,
             guard_margin=recipe.eval.guard_margin,

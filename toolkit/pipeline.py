@@ -55,7 +55,7 @@ def train_inputs(recipe: Recipe) -> str:
     # issue 19: with eval.select, the guarded checkpoint choice decides the adapter too
     if recipe.eval.select:
         ev = recipe.eval
-        sections.append(["select", ev.guard_margin, ev.max_tokens, ev.seed, ev.concurrency])
+        sections.append(["select", ev.guard_margin, ev.max_tokens, ev.seed])
     return inputs_hash("train", sections, _data_fingerprint(recipe))
 
 
