@@ -67,12 +67,16 @@ def render_chart(found: list[Candidate], chosen: Candidate, margin: float) -> by
     figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
     axis.axhspan(-1, -margin, color="tab:red", alpha=0.08, label=f"guard lost (< -{margin})")
     axis.axhline(0, color="grey", linewidth=0.8)
-    for c in found:
+    for index, c in enumerate(found):
         lower, upper = c.guard_delta - c.guard_ci[0], c.guard_ci[1] - c.guard_delta
         color = "tab:green" if c.passes else "tab:red"
         axis.errorbar(c.heldout, c.guard_delta, yerr=[[lower], [upper]], fmt="o", color=color)
+        # stacked labels: checkpoints often share a score
         axis.annotate(
-            f"step {c.step}", (c.heldout, c.guard_delta), xytext=(6, 4), textcoords="offset points"
+            f"step {c.step}",
+            (c.heldout, c.guard_delta),
+            xytext=(8, 4 - 11 * index),
+            textcoords="offset points",
         )
     axis.scatter(
         [chosen.heldout],
