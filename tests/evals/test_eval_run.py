@@ -168,7 +168,7 @@ def test_greedy_scores_repeat_across_runs_and_engines_with_a_zero_noise_floor(en
     for data in runs:
         for pair in data["comparisons"]:  # base vs the same model on another engine
             assert (pair["wins"], pair["losses"], pair["delta"]) == (0, 0, 0.0), pair
-            assert pair["noninferior"] and pair["delta_ci"] == [0.0, 0.0]
+            assert pair["noninferior"] and list(pair["delta_ci"]) == [0.0, 0.0]
         assert {f["suite"] for f in data["noise_floor"]} == {"small", "guard"}
         assert all(f["wins"] + f["losses"] == 0 for f in data["noise_floor"])
         assert data["meta"]["decoding"] == {"small": "greedy", "guard": "greedy"}

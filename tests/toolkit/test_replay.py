@@ -89,13 +89,17 @@ def test_training_without_the_generated_rows_says_how_to_make_them(tmp_path):
 
 
 @pytest.mark.slow
-def test_base_answers_once_through_the_engine_then_from_the_cache(base_gguf, tmp_path):
+def test_base_answers_once_through_the_engine_then_from_the_cache(base_gguf, tmp_path, monkeypatch):
     from serve.app import serve_models
 
+    monkeypatch.setenv("TUNESERVE_BASE_DIR", str(tmp_path / "base"))  # an empty replay cache
     prompts = tmp_path / "prompts.jsonl"
-    questions = ["What is 2 + 3? Reply with the number only.", "Name a color."]
+    questions = [
+        "What is 2 + 3? Reply with the number only.",
+        "What is 7 + 1? Reply with the number only.",
+    ]
     prompts.write_text("".join(json.dumps({"prompt": q}) + "\n" for q in questions))
-    config = ReplaySection(ratio=0.5, prompts=str(prompts), max_tokens=48)
+    config = ReplaySection(ratio=0.5, prompts=str(prompts), max_tokens=96)
     started = []
 
     @contextmanager
