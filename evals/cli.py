@@ -43,7 +43,21 @@ import click
     "--fail-on-regression",
     type=float,
     default=None,
-    help="Exit 1 when a model drops more than this below its baseline.",
+    help="Exit 1 when the paired 95% interval of a model's change on any suite reaches below "
+    "-X (non-inferiority at margin X).",
+)
+@click.option(
+    "--guard-margin",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Margin of the non-inferiority verdict in the report [default: --fail-on-regression, "
+    "else 0.05].",
+)
+@click.option(
+    "--noise-floor/--no-noise-floor",
+    default=True,
+    show_default=True,
+    help="Ask the first model every item twice and report how much it differs from itself.",
 )
 @click.option(
     "--baseline",
@@ -72,6 +86,8 @@ def eval_command(
     report_dir: Path | None,
     fail_on_regression: float | None,
     baseline: Path | None,
+    guard_margin: float | None,
+    noise_floor: bool,
     concurrency: int,
     max_tokens: int,
     seed: int,
@@ -88,11 +104,14 @@ def eval_command(
       tuneserve eval --suite heldout --suite guard --model base --model tuned \\
         --run demo --base-url http://127.0.0.1:8000/v1 --report eval/ --fail-on-regression 0.05
 
+    Scored items decode greedily (temperature 0, sent explicitly) unless an item sets
+    `temperature` and `k` samples, whose scores are averaged.
+
     Items scored `judge` are graded by --judge-model at --judge-base-url (or the item's own
     `judge` object), through the same client and cache.
     """
     from evals.api import run_eval
-    from evals.gate import regressions
+    from evals.gate import DEFAULT_MARGIN, regressions
     from evals.judge import JudgeConfig
     from evals.report import load_report, render_markdown
     from toolkit.cli import print_json
@@ -113,6 +132,10 @@ def eval_command(
         judge=JudgeConfig(
             base_url=judge_base_url, model=judge_model, api_key=judge_api_key, rubric=judge_rubric
         ),
+        guard_margin=next(
+            m for m in (guard_margin, fail_on_regression, DEFAULT_MARGIN) if m is not None
+        ),
+        noise_floor=noise_floor,
     )
     if as_json:
         print_json(report.data)

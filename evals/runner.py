@@ -34,6 +34,8 @@ class Answer:
     latency_s: float
     completion_tokens: int
     error: str | None = None
+    sample: int = 0  # which of the item's `k` samples
+    repeat: bool = False  # the baseline asked again, for the noise floor
 
 
 @dataclass
@@ -46,17 +48,22 @@ class Job:
     item: str
     request: dict[str, Any]
     key: str
+    sample: int = 0
+    repeat: bool = False
 
 
-def request_for(item: Item, model: str, max_tokens: int, seed: int) -> dict[str, Any]:
+def request_for(
+    item: Item, model: str, max_tokens: int, seed: int, sample: int = 0
+) -> dict[str, Any]:
+    """The item's request: greedy (temperature 0, sent explicitly so no server's sampling
+    defaults apply) unless the item asks for a temperature; sample `i` of `k` gets seed + i."""
     request: dict[str, Any] = {
         "model": model,
         "messages": item.messages,
         "max_tokens": item.max_tokens or max_tokens,
-        "seed": seed,
+        "seed": seed + sample,
+        "temperature": item.temperature if item.temperature is not None else 0.0,
     }
-    if item.temperature is not None:
-        request["temperature"] = item.temperature
     if item.mode is not None:
         request["chat_template_kwargs"] = {"enable_thinking": item.mode == "thinking"}
     return request
@@ -139,14 +146,25 @@ async def ask(client: Any, job: Job) -> Answer:
         message = reply["choices"][0]["message"]
     except (openai.APIError, ValueError, KeyError, IndexError, TypeError) as exc:
         error = f"{type(exc).__name__}: {exc}"
+        latency = time.perf_counter() - started
         return Answer(
-            job.model, job.suite, job.item, "", None, time.perf_counter() - started, 0, error
+            job.model, job.suite, job.item, "", None, latency, 0, error, job.sample, job.repeat
         )
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     tokens = (reply.get("usage") or {}).get("completion_tokens") or 0
     latency = time.perf_counter() - started
+    output = message.get("content") or ""
     return Answer(
-        job.model, job.suite, job.item, message.get("content") or "", reasoning, latency, tokens
+        job.model,
+        job.suite,
+        job.item,
+        output,
+        reasoning,
+        latency,
+        tokens,
+        None,
+        job.sample,
+        job.repeat,
     )
 
 
@@ -205,15 +223,28 @@ async def run_items(
     progress: bool = True,
     on_answer: Callable[[int, int], None] | None = None,
     model_versions: dict[str, str] | None = None,
+    repeat_baseline: bool = False,
 ) -> list[Answer]:
+    """Every sample of every item for every model; with `repeat_baseline`, the first model
+    answers each item once more (under its own cache key) to measure the noise floor."""
     versions = model_versions or {}
+    passes = [(model, False) for model in models]
+    if repeat_baseline and models:
+        passes.append((models[0], True))
     jobs = []
-    for model in models:
-        for suite in suites:
-            for item in suite.items:
-                request = request_for(item, model, max_tokens, seed)
-                key = cache_key(request, versions.get(model, ""))
-                jobs.append(Job(len(jobs), model, suite.name, item.id, request, key))
+    # Item by item, every model in turn: each model's engine has work all along (model by
+    # model, the other engines would sit idle while one answers its whole share).
+    for suite in suites:
+        for item in suite.items:
+            for model, repeat in passes:
+                if repeat and item.scorer == "judge":  # one judge grade per item and model
+                    continue
+                version = versions.get(model, "") + ("#repeat" if repeat else "")
+                for sample in range(item.k):
+                    request = request_for(item, model, max_tokens, seed, sample)
+                    key = cache_key(request, version)
+                    job = Job(len(jobs), model, suite.name, item.id, request, key, sample, repeat)
+                    jobs.append(job)
     bar = _progress(len(jobs), progress)
 
     def report(done: int, total: int) -> None:

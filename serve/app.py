@@ -84,7 +84,8 @@ def parse_model(argument: str | Path | ModelSource) -> ModelSource:
 
 
 def parse_adapter(argument: str) -> tuple[str, Path]:
-    """`NAME=PATH` of a PEFT adapter folder (a run's adapter/ or its lora export)."""
+    """`NAME=PATH` of a PEFT adapter folder (a run's adapter/ or its lora export), or of a GGUF
+    LoRA file for llama.cpp."""
     name, sep, path_text = argument.partition("=")
     if not sep or not name or ":" in name:
         raise TuneserveError(
@@ -92,6 +93,8 @@ def parse_adapter(argument: str) -> tuple[str, Path]:
             "name the adapter: --lora tuned=models/runs/RUN/adapter",
         )
     path = Path(path_text).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return name, path.resolve()
     if not (path / "adapter_config.json").is_file():
         raise TuneserveError(
             f"--lora {name}: {path} is not a LoRA adapter folder (no adapter_config.json)",
@@ -164,10 +167,11 @@ def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str
             lora_modules=dict(source.adapters),
             extra_args=list(source.engine_args),
         )
-    if source.adapters:
+    peft = [path for _, path in source.adapters if path.suffix != ".gguf"]
+    if peft:
         raise TuneserveError(
-            "LoRA adapters are served unmerged by vLLM only, and this model runs on llama.cpp",
-            "serve the run's GGUF export instead (`tuneserve export RUN --format gguf`)",
+            f"llama.cpp serves LoRA adapters as GGUF files, and {peft[0]} is a PEFT folder",
+            "convert it (python -m toolkit.export.lora_gguf) or serve the run's GGUF export",
         )
     if scale.pipeline_parallel > 1:
         raise TuneserveError(
@@ -181,7 +185,17 @@ def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str
         threads=None if scale.gpus else scale.cpu_threads,
         visible_devices=devices,
         extra_args=list(source.engine_args),
+        lora_files=[path for _, path in source.adapters],
     )
+
+
+def _adapter_bodies(source: ModelSource, built: Engine) -> dict[str, dict]:
+    """Per served name, the fields that pick its adapter on an engine that swaps adapters per
+    request (llama.cpp); vLLM picks by the model name and needs none."""
+    body_for = getattr(built, "adapter_body", None)
+    if body_for is None:
+        return {}
+    return {name: body_for(index) for index, (name, _) in enumerate(source.adapters)}
 
 
 def _engine_route(
@@ -215,6 +229,7 @@ def _engine_route(
         pool = ReplicaPool(source.name, replicas)
     built = engines[0]
     template = built.chat_template()
+    bodies = _adapter_bodies(source, built)
     return [
         ModelRoute(
             name,
@@ -226,6 +241,7 @@ def _engine_route(
             upstream_key=built.api_key,
             extra_sampling=built.extra_sampling(),
             pool=pool,
+            extra_body=bodies.get(name, {}),
         )
         for name in source.served_names
     ]

@@ -18,6 +18,8 @@ Then any OpenAI client: base_url http://127.0.0.1:8000/v1, model "tuned" (or "tu
 Scale out: --replicas 2 (two engines, least-busy routing), --gpus 2 (vLLM tensor parallel).
 
 Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/runs/x/adapter
+On llama.cpp, as GGUF LoRA files: tuneserve serve base.gguf --lora tuned=tuned-lora.gguf
+(python -m toolkit.export.lora_gguf converts; needs the native llama-server)
 
 Compare page: open http://127.0.0.1:8000/ (add --report models/runs/NAME/eval for the eval
 report and the training run beside the chat).""",
@@ -71,7 +73,8 @@ report and the training run beside the chat).""",
     "--lora",
     multiple=True,
     metavar="NAME=ADAPTER",
-    help="Serve a LoRA adapter unmerged on the base MODEL, as model NAME (vLLM; repeatable).",
+    help="Serve a LoRA adapter unmerged on the base MODEL, as model NAME (repeatable): a PEFT "
+    "folder on vLLM, a GGUF LoRA file on llama.cpp.",
 )
 @click.option(
     "--engine-arg",

@@ -64,6 +64,8 @@ class ModelRoute:
     upstream_key: str | None = None
     extra_sampling: dict[str, float] = field(default_factory=dict)
     pool: ReplicaPool | None = None  # --replicas N: several engines behind this name
+    # fields this name always sends, e.g. llama.cpp's per-request `lora` picking its adapter
+    extra_body: dict[str, Any] = field(default_factory=dict)
 
     @property
     def up(self) -> bool:
@@ -294,6 +296,7 @@ class Gateway:
         body["model"] = route.name
         for key, value in route.extra_sampling.items():
             body.setdefault(key, value)
+        body.update(route.extra_body)
         headers = {"x-tuneserve-mode": mode, "x-tuneserve-sampling": sent.header()}
         prepared = _Prepared(
             route, "/v1/chat/completions" if chat else "/v1/completions", body, mode, headers, chat

@@ -185,12 +185,20 @@ def train_command(
         overrides = (*overrides, f"train.nproc={nproc}")
     loaded = load(recipe, overrides)
     echo = (lambda _: None) if as_json else click.echo
+    from toolkit.artifacts import run_dir
+    from toolkit.forgetting import prepare_replay, select_checkpoint
+
+    folder = run_dir(loaded.run_name)
     result = train(
         loaded,
         backend=backend or loaded.train.backend,
         resume=resume,
         progress=not as_json,
         echo=echo,
+        # data.replay: the served base answers the replay prompts (once per base model)
+        before_data=lambda: prepare_replay(loaded, folder, echo),
+        # eval.select: the best heldout checkpoint that keeps the guard becomes the adapter
+        after_training=lambda: select_checkpoint(loaded, folder, echo),
     )
     if as_json:
         print_json(result.__dict__)

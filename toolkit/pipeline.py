@@ -156,8 +156,25 @@ def build_stages(
         from toolkit.artifacts import atomic_write_text
 
         atomic_write_text(marker, trained)
-        result = train(recipe, backend=chosen, resume=resume, progress=False, echo=log)
-        return {"final_loss": result.final_loss, "steps": result.steps, "backend": result.backend}
+        from toolkit.forgetting import prepare_replay, select_checkpoint
+
+        result = train(
+            recipe,
+            backend=chosen,
+            resume=resume,
+            progress=False,
+            echo=log,
+            # data.replay: the served base answers the replay prompts (cached per base model)
+            before_data=lambda: prepare_replay(recipe, folder, log),
+            # eval.select: the best heldout checkpoint that keeps the guard becomes the adapter
+            after_training=lambda: select_checkpoint(recipe, folder, log),
+        )
+        return {
+            "final_loss": result.final_loss,
+            "steps": result.steps,
+            "backend": result.backend,
+            "selected": result.selected,
+        }
 
     def do_export(log: Callable[[str], None]) -> dict[str, Any]:
         from toolkit.export import export_run
@@ -191,6 +208,8 @@ def build_stages(
             on_answer=answered,
             # A retrained or re-exported model must not be answered from the old cache.
             model_versions=versions,
+            guard_margin=recipe.eval.guard_margin,  # the guard's non-inferiority verdict
+            noise_floor=recipe.eval.noise_floor,  # the base against itself
         )
         eval_status.doing = "writing the report"
         return {"report": str(folder / "eval"), "scores": report.summary(), "engine": engine}

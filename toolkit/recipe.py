@@ -170,6 +170,38 @@ class DataSource(Section):
         return self.name or Path(self.path).stem
 
 
+class ReplaySection(Section):
+    """Self-distillation replay against forgetting: general prompts answered by the base model
+    itself (greedy, generated once and cached by the base's hash), mixed into training."""
+
+    ratio: Annotated[float, Field(ge=0, le=0.9)] = Field(
+        0.0, description="share of replay rows in the training set; 0 turns replay off"
+    )
+    prompts: str = Field(
+        "builtin",
+        description="builtin (general prompts of the guard's kinds, none of its items) or a "
+        ".jsonl file of {prompt} / {messages} lines",
+    )
+    max_tokens: Annotated[int, Field(gt=0, le=4096)] = Field(
+        96, description="longest base answer kept; longer ones are dropped, not cut"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_ratio(cls, value: Any) -> Any:
+        return {"ratio": value} if isinstance(value, int | float) else value
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts_path(cls, value: str, info: ValidationInfo) -> str:
+        if value == "builtin":
+            return value
+        resolved = _resolve_path(value, info)
+        if info.context and info.context.get("check_paths", True) and not Path(resolved).exists():
+            raise ValueError(f"replay prompts file {resolved} does not exist")
+        return resolved
+
+
 class DataSection(Section):
     sources: list[DataSource] = Field(default_factory=list)
     mix: dict[str, Annotated[float, Field(gt=0, le=1)]] | None = Field(
@@ -181,6 +213,7 @@ class DataSection(Section):
     )
     train_on_responses_only: bool = True
     on_error: Literal["fail", "skip"] = "fail"
+    replay: ReplaySection = Field(default_factory=ReplaySection)
 
     @model_validator(mode="before")
     @classmethod
@@ -291,11 +324,26 @@ class ServeSection(Section):
 class EvalSection(Section):
     suites: list[str] = Field(default_factory=lambda: ["heldout", "guard"], min_length=1)
     fail_on_regression: Annotated[float, Field(ge=0, le=1)] | None = Field(
-        None, description="exit 1 when tuned drops more than this below base on any suite"
+        None,
+        description="exit 1 when the paired 95% interval of tuned - base reaches below -this "
+        "on any suite",
     )
     concurrency: Annotated[int, Field(gt=0, le=4096)] = 8
     max_tokens: Annotated[int, Field(gt=0, le=10**6)] = 256
     seed: Seed = 0
+    guard_margin: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.05,
+        description="the tuned model passes a suite when the paired 95% interval of its change "
+        "stays above -guard_margin (non-inferiority)",
+    )
+    noise_floor: bool = Field(
+        True, description="ask the base everything twice and report how much it differs"
+    )
+    select: bool = Field(
+        False,
+        description="score every saved checkpoint on heldout + guard and keep the best heldout "
+        "among those non-inferior on the guard",
+    )
 
 
 class Recipe(Section):

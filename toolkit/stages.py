@@ -43,6 +43,9 @@ def train_inputs(recipe: Recipe, backend: str, base_commit: str | None = None) -
     it picked)."""
     train = {**recipe_section(recipe, "train"), "backend": backend}
     sections = [recipe_section(recipe, name) for name in ("model", "lora", "data")]
+    if recipe.eval.select:  # the guarded checkpoint choice decides the adapter too
+        ev = recipe.eval
+        sections.append(["select", ev.guard_margin, ev.max_tokens, ev.seed])
     return inputs_hash("train", [*sections, train], data_fingerprint(recipe), base_commit)
 
 

@@ -16,11 +16,12 @@ import shutil
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar
 
-from serve.engines.base import Engine
+from serve.engines.base import Engine, EngineError
 from serve.modes import template_knows_thinking
 
 # Chat fields with no /v1/completions meaning (the rendered prompt already carries them).
@@ -34,6 +35,9 @@ class LlamaCppEngine(Engine):
     threads: int | None = None
     parallel: int = 4  # native llama-server slots (continuous batching)
     gpus: int = 0  # >0: every layer offloaded, split by layer across this many GPUs
+    # GGUF LoRA adapters loaded beside the model at scale 0; a request picks one with
+    # `lora: [{"id": i, "scale": 1}]` (the gateway adds it for the adapter's served name)
+    lora_files: list[Path] = field(default_factory=list)
 
     kind: ClassVar[str] = "llamacpp"
 
@@ -58,7 +62,25 @@ class LlamaCppEngine(Engine):
             # engine, and knows when the template already closed the think block.
             argv += ["--reasoning-format", "none"]
             argv += gpu_split_flags(self.gpus, native=True)
+            # Loaded at scale 0, so a request without `lora` (the model's own name) is the base:
+            # this llama-server applies the load-time scales to such requests, and
+            # --lora-init-without-apply does not change those (seen: the base answered as the
+            # adapter).
+            for adapter in self.lora_files:
+                if {",", ":"} & set(str(adapter)):
+                    raise EngineError(
+                        f"LoRA path {adapter} has ',' or ':', which llama-server's "
+                        "--lora-scaled cannot read",
+                        "move or rename the file",
+                    )
+                argv += ["--lora-scaled", f"{adapter}:0"]
             return argv + (["--api-key", self.api_key] if self.api_key else [])
+        if self.lora_files:
+            raise EngineError(
+                "LoRA adapters per request need the native llama-server; llama-cpp-python's "
+                "server applies one adapter to every request",
+                "build it: python -m serve.engines.build_llama_server",
+            )
         argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path)]
         argv += ["--model_alias", self.name, "--host", self.host, "--port", str(self.port)]
         # Without this, a second request silently truncates the stream of the first.
@@ -69,6 +91,11 @@ class LlamaCppEngine(Engine):
 
     def extra_sampling(self) -> dict[str, float]:
         return {"repeat_penalty": 1.0}
+
+    def adapter_body(self, index: int) -> dict[str, Any]:
+        """What a request to the adapter loaded `index`-th adds: that adapter at full scale
+        (the others stay at 0)."""
+        return {"lora": [{"id": index, "scale": 1.0}]}
 
     @cached_property
     def _metadata(self) -> dict[str, Any]:

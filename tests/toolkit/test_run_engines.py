@@ -29,6 +29,7 @@ TINY = [
     "lora.r=8",
     "lora.lora_alpha=8",
     "export.formats=null",
+    "data.replay.ratio=0",  # replay on vLLM: test_replay_is_answered_by_the_runs_engine
     "eval.suites=[heldout]",
     "eval.max_tokens=8",
 ]
@@ -155,3 +156,18 @@ print("loaded:", loaded)
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "loaded: []" in done.stdout
+
+
+def test_replay_is_answered_by_the_runs_engine(fake_vllm, tmp_path, monkeypatch, base_model):
+    """data.replay on a vLLM run: the base folder on vLLM answers the replay prompts (no GGUF)."""
+    from toolkit.data import replay
+    from toolkit.forgetting import prepare_replay
+
+    monkeypatch.setattr(replay, "base_models_dir", lambda: tmp_path / "base-cache")
+    recipe = load_recipe(DEMO_RECIPE, [*ON_VLLM, "data.replay.ratio=0.5"])
+    made = prepare_replay(recipe, tmp_path / "run", echo=lambda _: None)
+    rows = [json.loads(line) for line in made.read_text().splitlines()]
+    assert rows and {row["messages"][-1]["content"] for row in rows} == {"model=base"}
+    [argv] = _launches(fake_vllm)
+    assert argv[:2] == ["serve", str(base_model)] and "--enable-lora" not in argv
+    assert not (tmp_path / "base-cache" / "gguf").exists()

@@ -107,6 +107,7 @@ def test_unsloth_backend_without_gpu_is_a_clear_error():
 
 TINY = [
     "name=resume",
+    "data.replay.ratio=0",  # training mechanics here, not replay (tests/toolkit/test_replay.py)
     "train.max_steps=6",
     "train.save_steps=2",
     "train.per_device_train_batch_size=1",

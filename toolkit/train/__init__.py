@@ -32,6 +32,7 @@ class TrainResult:
     resumed_from: str | None
     world_size: int = 1
     global_batch: int | None = None
+    selected: str | None = None  # eval.select: the checkpoint that became the adapter
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -50,7 +51,13 @@ def train(
     resume: bool = False,
     progress: bool = True,
     echo: Any = print,
+    before_data: Any = None,
+    after_training: Any = None,
 ) -> TrainResult:
+    """Fine-tune `recipe`. `before_data()`, when given, runs once the layout is known to be
+    valid and before the data is read (replay rows are generated there); `after_training()`
+    may replace the adapter and returns what it chose (the guarded checkpoint choice), before
+    the training is recorded as done."""
     from toolkit.builtin import resolve_model
     from toolkit.data import prepare_data
     from toolkit.hub import snapshot_commit
@@ -69,8 +76,17 @@ def train(
     plan = plan_parallel(recipe.train, choice.name, cuda_device_count())
     echo(f"batch: {plan.describe()}")
     optimizer(recipe, cuda, echo)  # says so when adamw_8bit falls back (the child trains quietly)
+    if before_data is not None:
+        before_data()
     data = prepare_data(recipe.data)
     echo(f"data: {data.describe()}")
+    # data.replay: the base's own answers (data/replay.jsonl) mixed in at data.replay.ratio
+    if recipe.data.replay.ratio > 0:
+        from toolkit.data.replay import add_replay
+
+        replay_file = folder / "data" / "replay.jsonl"
+        added = add_replay(data.train, recipe.data.replay, replay_file, recipe.data.shuffle_seed)
+        echo(f"replay: {added} rows of the base's own answers mixed in ({len(data.train)} rows)")
     model_path = resolve_model(recipe.model.name)
     checkpoints = folder / "checkpoints"
     start_from = last_checkpoint(checkpoints) if resume else None
@@ -94,13 +110,16 @@ def train(
             f"continue with `tuneserve train {folder / 'recipe.yaml'} --resume`",
         )
     _write_manifest(recipe, folder, model_path, choice.name, outcome, seconds, plan)
+    chosen = after_training() if after_training is not None else None
+    selected = chosen["chosen"] if chosen else None
     # `run` reuses this adapter instead of training again (toolkit/stages.py).
     mark_done(
         folder,
         "train",
         train_inputs(recipe, choice.name, snapshot_commit(model_path)),
-        seconds,
-        {"final_loss": outcome.final_loss, "steps": outcome.steps, "backend": choice.name},
+        time.monotonic() - started,
+        {"final_loss": outcome.final_loss, "steps": outcome.steps, "backend": choice.name}
+        | {"selected": selected},
     )
     return TrainResult(
         folder,
@@ -111,6 +130,7 @@ def train(
         str(start_from) if start_from else None,
         plan.world_size,
         plan.global_batch,
+        selected,
     )
 
 
