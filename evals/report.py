@@ -27,11 +27,12 @@ def item_records(
     suites: list[Any],
     models: list[str],
     answers: list[Any],
-    scores: dict[tuple[str, str], dict[str, float]],
+    scores: dict[tuple[str, str, bool], dict[str, float]],
 ) -> list[dict[str, Any]]:
     """Per item: what was asked and expected, and each model's answer and score (report.json's
     `items`), so a reader sees item by item what a change won and lost (the compare page)."""
-    by_item = {(a.suite, a.item, a.model): a for a in answers}
+    # the first answer of each item (a sampled item's first sample), not the noise-floor repeat
+    by_item = {(a.suite, a.item, a.model): a for a in answers if not a.repeat and a.sample == 0}
     records = []
     for suite in suites:
         for item in suite.items:
@@ -42,7 +43,7 @@ def item_records(
                     answered[model] = {
                         "output": answer.output,
                         "reasoning": answer.reasoning,
-                        "score": scores[(suite.name, model)][item.id],
+                        "score": scores[(suite.name, model, False)][item.id],
                         "error": answer.error,
                     }
             records.append(
