@@ -100,7 +100,8 @@ def test_run_on_vllm_serves_the_adapter_on_the_base_engine_and_makes_no_gguf(
     assert argv[argv.index("--lora-modules") + 1] == f"tuned={run / 'adapter'}"
     answers = [json.loads(line)["answer"] for line in (run / "eval" / "responses.jsonl").open()]
     assert {a["output"] for a in answers} == {"model=base", "model=tuned"}
-    assert result.plan.command().endswith(f"--lora tuned={run / 'adapter'} --engine vllm")
+    command = result.plan.command()
+    assert command.endswith(f"--lora tuned={run / 'adapter'} --engine vllm --report {run / 'eval'}")
 
     # The merged folder instead: only the eval is redone, on two engines.
     first = set(fake_vllm.glob("*.json"))
