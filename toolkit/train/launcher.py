@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import toolkit
-from toolkit.errors import TuneserveError
+from toolkit.errors import EXIT_INTERNAL, TuneserveError
 from toolkit.train.parallel import ParallelPlan
 
 # torchrun gives its ranks 30 s to stop after SIGTERM; a checkpoint save fits in that.
@@ -154,5 +154,5 @@ def _outcome(
         f"the training processes exited with code {code} and no rank reported why "
         "(killed from outside, or out of memory?)",
         f"every rank's output is in {log}",
-        code or 1,
+        EXIT_INTERNAL,
     )
