@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,18 +63,20 @@ def run_eval(
     on_answer: Callable[[int, int], None] | None = None,
     model_versions: dict[str, str] | None = None,
     judge: JudgeConfig | None = None,
+    allowed_judges: Sequence[str] = (),
 ) -> EvalReport:
     """Ask every item of `suites` of every model, score, compare with the first model, report.
 
     `model_versions` names what each model is (e.g. an export hash) so the response cache never
-    answers a changed model; `judge` holds the default endpoint of the judge scorer.
+    answers a changed model; `judge` holds the default endpoint of the judge scorer;
+    `allowed_judges` are judge URLs named by suite items that may receive keys (--allow-judge).
     """
     from evals.judge import check_judges, judge_answers
     from toolkit.artifacts import run_dir
 
     run_folder = run_dir(run) if run else None
     loaded = [resolve_suite(spec, run_folder) for spec in suites]
-    check_judges(loaded, judge or JudgeConfig(), base_url, api_key)
+    check_judges(loaded, judge or JudgeConfig(), base_url, api_key, allowed_judges)
     cache = ResponseCache((report_dir / "responses.jsonl") if report_dir else None)
     answers = asyncio.run(
         run_items(
@@ -102,6 +104,7 @@ def run_eval(
         concurrency=concurrency,
         seed=seed,
         timeout=timeout,
+        allowed=allowed_judges,
     )
     # An answer the judge could not grade counts as an error of that item (scored 0).
     answers = [

@@ -289,7 +289,7 @@ def verify_command(run: str) -> None:
 
 
 def run_and_report(recipe, backend: str | None, fresh: bool, serve: bool) -> None:
-    from toolkit.pipeline import keep_serving, run_pipeline, success_message
+    from toolkit.pipeline import keep_serving, run_pipeline, serve_api_key, success_message
 
     result = run_pipeline(recipe, backend=backend, fresh=fresh)
     report = result.report_dir
@@ -299,7 +299,8 @@ def run_and_report(recipe, backend: str | None, fresh: bool, serve: bool) -> Non
     if not serve:
         host = recipe.serve.host if ":" not in recipe.serve.host else f"[{recipe.serve.host}]"
         url = f"http://{host}:{recipe.serve.port}/v1"
-        click.echo(success_message(result, url, names, recipe.serve.api_key, serving=False))
+        key = serve_api_key(recipe)
+        click.echo(success_message(result, url, names, key, serving=False))
         check_gate(recipe, report)
         return
     import signal

@@ -251,38 +251,58 @@ def run_pipeline(
     return result
 
 
+def serve_api_key(recipe: Recipe) -> str | None:
+    """The recipe's serve.api_key, else $TUNESERVE_API_KEY (as `tuneserve serve --api-key`)."""
+    import os
+
+    return recipe.serve.api_key or os.environ.get("TUNESERVE_API_KEY") or None
+
+
 @contextmanager
 def keep_serving(recipe: Recipe, result: RunResult) -> Iterator[Any]:
     from serve.app import serve_models
 
-    if recipe.serve.host not in {"127.0.0.1", "localhost", "::1"} and not recipe.serve.api_key:
+    api_key = serve_api_key(recipe)
+    if recipe.serve.host not in {"127.0.0.1", "localhost", "::1"} and not api_key:
         raise TuneserveError(
             f"serve.host {recipe.serve.host} is not loopback and serve.api_key is unset",
-            "set serve.api_key in the recipe, or serve on 127.0.0.1",
+            "export TUNESERVE_API_KEY=... (or set serve.api_key in the recipe), "
+            "or serve on 127.0.0.1",
         )
     with serve_models(
         [f"{name}={path}" for name, path in result.served_models.items()],
         engine=recipe.serve.engine,
         host=recipe.serve.host,
         port=recipe.serve.port,
-        api_key=recipe.serve.api_key,
+        api_key=api_key,
         mode=None if recipe.serve.mode == "auto" else recipe.serve.mode,
     ) as served:
         yield served
 
 
 def usage_snippets(base_url: str, model: str, api_key: str | None) -> str:
-    """A copy-paste `openai` Python snippet and the same request as a curl line."""
-    key = api_key or "none"
+    """A copy-paste `openai` Python snippet and the same request as a curl line.
+
+    The key itself is never printed (terminals and CI logs keep what they show): with a key,
+    both read it from $TUNESERVE_API_KEY.
+    """
+    if api_key:
+        preamble = "import os\n# your serve.api_key / --api-key, exported as TUNESERVE_API_KEY\n"
+        python_key, header = (
+            'os.environ["TUNESERVE_API_KEY"]',
+            '"Authorization: Bearer $TUNESERVE_API_KEY"',
+        )
+    else:
+        preamble, python_key, header = "", '"none"', "'Authorization: Bearer none'"
     return f"""\
-from openai import OpenAI
-client = OpenAI(base_url="{base_url}", api_key="{key}")
+{preamble}from openai import OpenAI
+client = OpenAI(base_url="{base_url}", api_key={python_key})
 reply = client.chat.completions.create(
     model="{model}", messages=[{{"role": "user", "content": "Hello!"}}]
 )
 print(reply.choices[0].message.content)
 
-curl {base_url}/chat/completions -H 'Content-Type: application/json' -H 'Authorization: Bearer {key}' -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'"""
+curl {base_url}/chat/completions -H 'Content-Type: application/json' -H {header} -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'"""
 
 
 def success_message(
