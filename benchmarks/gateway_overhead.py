@@ -473,7 +473,8 @@ def main() -> None:
         fake.terminate()
         fake.wait(10)
 
-    engine = LlamaCppEngine(name="smol", model_path=builtin_gguf("smollm2-135m"))
+    # called both directly and through a gateway that did not start it: no engine key
+    engine = LlamaCppEngine(name="smol", model_path=builtin_gguf("smollm2-135m"), api_key=None)
     kind = "llama-server" if engine.native_binary else "llama-cpp-python server"
     supervisor = Supervisor(engine, Path(tempfile.mkdtemp()) / "engine.log", restart=False)
     supervisor.start()

@@ -86,6 +86,7 @@ class _Prepared:
     in_reasoning: bool = False
     thinking_closed: bool = False
     upstream: str | None = None  # the replica picked for this request (else route.upstream)
+    upstream_key: str | None = None  # that replica's own engine key (else route.upstream_key)
     payload: bytes = b""  # the body as sent to the engine, encoded once in _prepare
 
 
@@ -322,8 +323,9 @@ class Gateway:
 
     async def _send_upstream(self, prepared: _Prepared) -> UpstreamResponse:
         headers = {}
-        if prepared.route.upstream_key:
-            headers["authorization"] = f"Bearer {prepared.route.upstream_key}"
+        key = prepared.upstream_key if prepared.upstream else prepared.route.upstream_key
+        if key:
+            headers["authorization"] = f"Bearer {key}"
         try:
             return await self.upstreams.request(
                 prepared.upstream or prepared.route.upstream,

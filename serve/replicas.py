@@ -140,6 +140,7 @@ class ReplicaPool:
                     503, f"every replica of {self.name!r} is down; they are being restarted"
                 )
             prepared.upstream = replica.upstream
+            prepared.upstream_key = replica.engine.api_key if replica.engine else None
             replica.in_flight += 1
             try:
                 response = await send(request, prepared)

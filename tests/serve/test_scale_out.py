@@ -96,7 +96,7 @@ def test_each_replica_gets_its_own_block_of_gpus(monkeypatch):
     with pytest.raises(TuneserveError, match="needs 4 GPUs"):
         device_groups(2, 2, "0,1")
     engine = LlamaCppEngine(name="m", model_path=Path("m.gguf"), visible_devices="2,3")
-    assert engine.env() == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert engine.env()["CUDA_VISIBLE_DEVICES"] == "2,3"
 
 
 class FakeSupervisor:
