@@ -26,6 +26,7 @@ from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
 from serve.engines.base import Engine
 from serve.modes import Mode, default_mode, template_knows_thinking
 from serve.replicas import Replica, ReplicaPool, ScaleOut, device_groups
+from serve.upstream import READ_TIMEOUT
 from toolkit.errors import TuneserveError
 
 
@@ -313,6 +314,7 @@ def serve_models(
     pipeline_parallel: int = 1,
     lora: Sequence[str] = (),
     engine_args: Sequence[str] = (),
+    engine_timeout: float = READ_TIMEOUT,
 ) -> Iterator[Served]:
     """Start one engine per model and the gateway in front; stop everything on exit.
 
@@ -321,7 +323,8 @@ def serve_models(
     serve each model behind its one name (serve/replicas.py); `gpus` is the GPUs of each
     engine (vLLM tensor x `pipeline_parallel`, llama.cpp's layer split). `lora` (NAME=PATH)
     serves adapters unmerged next to the one base model (vLLM); `engine_args` go verbatim to
-    every engine's command line.
+    every engine's command line; an engine that sends nothing for `engine_timeout` seconds
+    gets its request answered 504.
     """
     import uvicorn
 
@@ -346,7 +349,7 @@ def serve_models(
     with ExitStack() as stack:
         scale = ScaleOut(replicas, gpus, pipeline_parallel)
         routes = _routes(sources, engine, mode, stack, log_dir, ready_timeout, scale)
-        gateway = Gateway(routes, api_key=api_key)
+        gateway = Gateway(routes, api_key=api_key, engine_timeout=engine_timeout)
         for pool in {id(r.pool): r.pool for r in routes if r.pool is not None}.values():
             pool.register_metrics(gateway.registry)
         config = uvicorn.Config(

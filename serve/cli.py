@@ -43,6 +43,14 @@ Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/
     help="Seconds each engine may take to answer (vLLM engines sharing a GPU load in turn).",
 )
 @click.option(
+    "--engine-timeout",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds an engine may send nothing (no reply, no next chunk) before the request gets "
+    "a 504; a request that does not stream waits for its whole generation.",
+)
+@click.option(
     "--replicas",
     default=1,
     show_default=True,
@@ -84,6 +92,7 @@ def serve_command(
     mode: str | None,
     name: str | None,
     ready_timeout: float,
+    engine_timeout: float,
     replicas: int,
     gpus: int | None,
     pipeline_parallel: int,
@@ -107,6 +116,7 @@ def serve_command(
         api_key=api_key,
         mode=mode,
         ready_timeout=ready_timeout,
+        engine_timeout=engine_timeout,
         replicas=replicas,
         gpus=gpus,
         pipeline_parallel=pipeline_parallel,

@@ -42,7 +42,14 @@ from serve.reasoning import split_chat_response
 from serve.replicas import ReplicaPool
 from serve.streaming import EventStream, chat_events, engine_pieces, wait_disconnect
 from serve.supervisor import Supervisor
-from serve.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from serve.upstream import (
+    READ_TIMEOUT,
+    UpstreamError,
+    UpstreamPool,
+    UpstreamResponse,
+    UpstreamTimeout,
+    UpstreamTooLarge,
+)
 
 logger = logging.getLogger(__name__)
 # The hot path: these skip Starlette's routing and middleware (see Gateway.__call__).
@@ -101,12 +108,13 @@ class Gateway:
         routes: list[ModelRoute],
         api_key: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        engine_timeout: float = READ_TIMEOUT,
     ) -> None:
         self.routes = {route.name: route for route in routes}
         self.api_key = api_key or None  # an empty key (TUNESERVE_API_KEY="") means no key
         self.max_body_bytes = max_body_bytes
         # One pool of keep-alive engine connections for every upstream call.
-        self.upstreams = UpstreamPool()
+        self.upstreams = UpstreamPool(read_timeout=engine_timeout)
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "tuneserve_requests",
@@ -336,12 +344,23 @@ class Gateway:
         except UpstreamError as exc:
             raise self._engine_down(prepared, exc) from None
 
-    def _engine_down(self, prepared: _Prepared, exc: Exception) -> GatewayError:
-        cause = exc.__cause__ if isinstance(exc, UpstreamError) and exc.__cause__ else exc
+    def _engine_down(self, prepared: _Prepared, exc: UpstreamError) -> GatewayError:
+        name = prepared.route.name
+        if isinstance(exc, UpstreamTimeout):
+            return GatewayError(
+                504,
+                f"the engine for {name!r} did not answer: {exc} "
+                "(wedged or overloaded; `tuneserve serve --engine-timeout` sets the limit)",
+                code="engine_timeout",
+            )
+        if isinstance(exc, UpstreamTooLarge):
+            return GatewayError(502, f"the engine for {name!r}: {exc}", code="engine_error")
+        cause = exc.__cause__ or exc
         return GatewayError(
             503,
-            f"the engine for {prepared.route.name!r} is unreachable "
-            f"({type(cause).__name__}); it is being restarted",
+            f"the engine for {name!r} is unreachable ({type(cause).__name__}); "
+            "it is being restarted",
+            unsent=not exc.sent,
         )
 
     async def _fetch(self, prepared: _Prepared) -> tuple[int, bytes]:

@@ -25,13 +25,21 @@ _STATUS_TYPES = {
 
 
 class GatewayError(Exception):
-    """Becomes an OpenAI-shaped error response."""
+    """Becomes an OpenAI-shaped error response. `unsent`: the request never reached an
+    engine, so another replica may take it (a sent one could be generating already)."""
 
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        *,
+        unsent: bool = False,
     ):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.unsent = unsent
 
 
 def error_response(
