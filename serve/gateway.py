@@ -40,6 +40,7 @@ from serve.protocol import (
 )
 from serve.reasoning import split_chat_response
 from serve.replicas import ReplicaPool
+from serve.request_body import read_json_body
 from serve.streaming import EventStream, chat_events, engine_pieces, wait_disconnect
 from serve.supervisor import Supervisor
 from serve.upstream import (
@@ -219,9 +220,10 @@ class Gateway:
         if (denied := self._check_key(request)) is not None:
             return denied
         try:
-            prepared = self._prepare(await self._read_json(request), chat)
+            body = await read_json_body(request.receive, request.headers, self.max_body_bytes)
+            prepared = self._prepare(body, chat)
         except GatewayError as exc:
-            return error_response(exc.status, exc.message, exc.param, exc.code)
+            return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
         route = prepared.route
         try:
             if not route.up:
@@ -254,27 +256,6 @@ class Gateway:
             "invalid or missing API key (send `Authorization: Bearer KEY`)",
             code="invalid_api_key",
         )
-
-    async def _read_json(self, request: Request) -> dict:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise GatewayError(413, f"request body is larger than {self.max_body_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise GatewayError(413, f"request body is larger than {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-        try:
-            # strict UTF-8: json.loads(bytes) would let encoded surrogates through to the engine
-            body = json.loads(b"".join(chunks).decode("utf-8"))
-        except ValueError as exc:  # bad JSON, bad UTF-8, an integer of 4300+ digits
-            raise GatewayError(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
-        except RecursionError:  # the decoder recurses once per nesting level
-            raise GatewayError(400, "request body is nested too deeply") from None
-        if not isinstance(body, dict):
-            raise GatewayError(400, "request body must be a JSON object")
-        return body
 
     def _prepare(self, body: dict, chat: bool) -> _Prepared:
         model = body.get("model")

@@ -40,6 +40,7 @@ class GatewayError(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.unsent = unsent
+        self.headers: dict[str, str] | None = None  # e.g. connection: close
 
 
 def error_response(
