@@ -131,15 +131,18 @@ def _attach_adapters(sources: list[ModelSource], lora: Sequence[str]) -> list[Mo
     return sources
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_bind(host: str, api_key: str | None) -> None:
     """Refuse to listen beyond this machine without an API key (SPEC §7)."""
     if api_key:
         return
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise TuneserveError(
             f"refusing to listen on {host} without an API key: anyone on the network could use it",
             "add --api-key KEY (clients send `Authorization: Bearer KEY`), or bind 127.0.0.1",
@@ -315,6 +318,7 @@ def serve_models(
     lora: Sequence[str] = (),
     engine_args: Sequence[str] = (),
     engine_timeout: float = READ_TIMEOUT,
+    public_metrics: bool = False,
 ) -> Iterator[Served]:
     """Start one engine per model and the gateway in front; stop everything on exit.
 
@@ -324,7 +328,8 @@ def serve_models(
     engine (vLLM tensor x `pipeline_parallel`, llama.cpp's layer split). `lora` (NAME=PATH)
     serves adapters unmerged next to the one base model (vLLM); `engine_args` go verbatim to
     every engine's command line; an engine that sends nothing for `engine_timeout` seconds
-    gets its request answered 504.
+    gets its request answered 504. With a key on a non-loopback host, /health and /metrics
+    (which name the served models) need the key too, unless `public_metrics`.
     """
     import uvicorn
 
@@ -349,7 +354,12 @@ def serve_models(
     with ExitStack() as stack:
         scale = ScaleOut(replicas, gpus, pipeline_parallel)
         routes = _routes(sources, engine, mode, stack, log_dir, ready_timeout, scale)
-        gateway = Gateway(routes, api_key=api_key, engine_timeout=engine_timeout)
+        gateway = Gateway(
+            routes,
+            api_key=api_key,
+            engine_timeout=engine_timeout,
+            key_for_status=bool(api_key) and not is_loopback(host) and not public_metrics,
+        )
         for pool in {id(r.pool): r.pool for r in routes if r.pool is not None}.values():
             pool.register_metrics(gateway.registry)
         config = uvicorn.Config(

@@ -27,6 +27,12 @@ Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/
     "--api-key", default=None, envvar="TUNESERVE_API_KEY", help="Require this Bearer key."
 )
 @click.option(
+    "--public-metrics",
+    is_flag=True,
+    help="Serve /health and /metrics without the key on a non-loopback --host (they name "
+    "the served models; on loopback they are always open).",
+)
+@click.option(
     "--mode",
     type=click.Choice(["thinking", "chat"]),
     default=None,
@@ -89,6 +95,7 @@ def serve_command(
     host: str,
     port: int,
     api_key: str | None,
+    public_metrics: bool,
     mode: str | None,
     name: str | None,
     ready_timeout: float,
@@ -114,6 +121,7 @@ def serve_command(
         host=host,
         port=port,
         api_key=api_key,
+        public_metrics=public_metrics,
         mode=mode,
         ready_timeout=ready_timeout,
         engine_timeout=engine_timeout,

@@ -110,9 +110,13 @@ class Gateway:
         api_key: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         engine_timeout: float = READ_TIMEOUT,
+        key_for_status: bool = False,
     ) -> None:
         self.routes = {route.name: route for route in routes}
         self.api_key = api_key or None  # an empty key (TUNESERVE_API_KEY="") means no key
+        # /health and /metrics list the served model names: behind the key too when asked
+        # (serve_models asks on a non-loopback bind, unless --public-metrics)
+        self.key_for_status = key_for_status
         self.max_body_bytes = max_body_bytes
         # One pool of keep-alive engine connections for every upstream call.
         self.upstreams = UpstreamPool(read_timeout=engine_timeout)
@@ -198,6 +202,8 @@ class Gateway:
         return JSONResponse({"object": "list", "data": data})
 
     async def health(self, request: Request) -> Response:
+        if self.key_for_status and (denied := self._check_key(request)) is not None:
+            return denied
         states = {name: "ready" if route.up else "down" for name, route in self.routes.items()}
         healthy = all(state == "ready" for state in states.values())
         return JSONResponse(
@@ -206,6 +212,8 @@ class Gateway:
         )
 
     async def metrics(self, request: Request) -> Response:
+        if self.key_for_status and (denied := self._check_key(request)) is not None:
+            return denied
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     # --- completions -----------------------------------------------------------------------
