@@ -64,13 +64,17 @@ def run_eval(
     model_versions: dict[str, str] | None = None,
     judge: JudgeConfig | None = None,
     allowed_judges: Sequence[str] = (),
+    cache_endpoint: str | None = None,
 ) -> EvalReport:
     """Ask every item of `suites` of every model, score, compare with the first model, report.
 
     `model_versions` names what each model is (e.g. an export hash) so the response cache never
     answers a changed model; `judge` holds the default endpoint of the judge scorer;
     `allowed_judges` are judge URLs named by suite items that may receive keys (--allow-judge).
+    Cached answers are reused only for the same endpoint (`cache_endpoint`, default `base_url`)
+    and the same served model (the identity its `/v1/models` entry gives, else its name).
     """
+    from evals.endpoint import fetch_served
     from evals.judge import check_judges, judge_answers
     from toolkit.artifacts import run_dir
 
@@ -78,6 +82,11 @@ def run_eval(
     loaded = [resolve_suite(spec, run_folder) for spec in suites]
     check_judges(loaded, judge or JudgeConfig(), base_url, api_key, allowed_judges)
     cache = ResponseCache((report_dir / "responses.jsonl") if report_dir else None)
+    served = fetch_served(base_url, api_key, models, timeout)
+    versions = model_versions or {}
+    scopes = {
+        s.name: s.cache_scope(cache_endpoint or base_url, versions.get(s.name, "")) for s in served
+    }
     answers = asyncio.run(
         run_items(
             loaded,
@@ -91,7 +100,7 @@ def run_eval(
             cache=cache,
             progress=progress,
             on_answer=on_answer,
-            model_versions=model_versions,
+            cache_scopes=scopes,
         )
     )
     judged, problems = judge_answers(
@@ -146,6 +155,13 @@ def run_eval(
         "suites": [s.name for s in loaded],
         "seed": seed,
         "max_tokens": max_tokens,
+        "cache": {
+            "file": str(cache.path) if cache.path else None,
+            "answers_from_cache": sum(a.cached for a in answers),
+            "answers_asked": sum(not a.cached for a in answers),
+            "keyed_by": {s.name: s.keyed_by for s in served},
+            "identities": {s.name: s.identity for s in served},
+        },
     }
     report = as_json(stats, pairs, meta)
     if report_dir is not None:

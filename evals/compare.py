@@ -55,6 +55,7 @@ class ModelSuiteStats:
     latency_p95: float
     tokens_per_second: float
     extra: dict[str, float] = field(default_factory=dict)
+    cached: int = 0  # answers reused from the response cache, not asked in this run
 
 
 @dataclass
@@ -87,6 +88,7 @@ def model_stats(
         latency_p95=float(np.percentile(latencies, 95)) if latencies else float("nan"),
         tokens_per_second=tokens / sum(latencies) if latencies and sum(latencies) > 0 else 0.0,
         extra={name: float(np.mean(values)) for name, values in extra.items() if values},
+        cached=sum(bool(getattr(a, "cached", False)) for a in answers),
     )
 
 

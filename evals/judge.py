@@ -179,10 +179,12 @@ def judge_answers(
     (keyed by the judge's URL too), so a repeated eval asks the judge nothing."""
     import asyncio
 
+    from evals.endpoint import fetch_served
     from evals.runner import Job, cache_key, make_client, run_jobs
 
     items = {(s.name, i.id): i for s in suites for i in s.items if i.scorer == "judge"}
     by_endpoint: dict[JudgeEndpoint, list[tuple[Job, int | None]]] = {}
+    scopes: dict[JudgeEndpoint, str] = {}  # a judge re-served under its name is asked again
     for answer in answers:
         item = items.get((answer.suite, answer.item))
         if item is None or answer.error:
@@ -199,7 +201,10 @@ def judge_answers(
             "seed": seed,
         }
         pairs = by_endpoint.setdefault(endpoint, [])
-        key = cache_key(request, f"judge@{endpoint.base_url}")
+        if endpoint not in scopes:
+            [judge] = fetch_served(endpoint.base_url, endpoint.api_key, [endpoint.model], timeout)
+            scopes[endpoint] = judge.cache_scope(f"judge@{endpoint.base_url}")
+        key = cache_key(request, scopes[endpoint])
         pairs.append(
             (Job(len(pairs), answer.model, answer.suite, answer.item, request, key), scale)
         )

@@ -1,7 +1,9 @@
 """The runner: every request through one `openai.AsyncOpenAI`, bounded concurrency, a disk cache.
 
-The cache is append-only JSON Lines keyed by a hash of (model, request, model version): an
-interrupted eval resumes where it stopped and a repeated one sends nothing. Retries with
+The cache is append-only JSON Lines keyed by a hash of the request and its scope (the endpoint,
+the served model's identity, a version; evals/endpoint.py): an interrupted eval resumes where it
+stopped, a repeated one sends nothing, and another endpoint or a re-served model under the same
+name is asked again. Retries with
 backoff on 429/5xx and connection errors are the openai client's own (max_retries).
 Per-request work is kept small so the harness never limits the engine's throughput
 (benchmarks/eval_throughput.py): one pooled connection per worker, answers read from the raw
@@ -34,6 +36,7 @@ class Answer:
     latency_s: float
     completion_tokens: int
     error: str | None = None
+    cached: bool = False  # answered from the response cache, not asked this time
 
 
 @dataclass
@@ -62,9 +65,9 @@ def request_for(item: Item, model: str, max_tokens: int, seed: int) -> dict[str,
     return request
 
 
-def cache_key(request: dict[str, Any], version: str = "") -> str:
-    """`version` names what answers (e.g. a model's export hash), so a new model is re-asked."""
-    text = json.dumps(request, sort_keys=True, separators=(",", ":")) + version
+def cache_key(request: dict[str, Any], scope: str = "") -> str:
+    """`scope` names who answers (endpoint, served identity, version), so a new one is re-asked."""
+    text = json.dumps(request, sort_keys=True, separators=(",", ":")) + scope
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -165,7 +168,7 @@ async def run_jobs(
     for job in jobs:
         cached = cache.get(job.key)
         if cached is not None and cached.get("error") is None:
-            answers[job.index] = Answer(**cached)
+            answers[job.index] = Answer(**{**cached, "cached": True})
             done += 1
         else:
             queue.append(job)
@@ -178,7 +181,7 @@ async def run_jobs(
         for job in pending:  # a shared iterator: each job goes to exactly one worker
             answer = await ask(client, job)
             if answer.error is None:
-                cache.put(job.key, answer.__dict__.copy())
+                cache.put(job.key, {k: v for k, v in answer.__dict__.items() if k != "cached"})
             answers[job.index] = answer
             done += 1
             if on_answer is not None:
@@ -204,15 +207,17 @@ async def run_items(
     cache: ResponseCache,
     progress: bool = True,
     on_answer: Callable[[int, int], None] | None = None,
-    model_versions: dict[str, str] | None = None,
+    cache_scopes: dict[str, str] | None = None,
 ) -> list[Answer]:
-    versions = model_versions or {}
+    """Every item of every suite asked of every model; `cache_scopes[model]` goes into its
+    cache keys (default: the endpoint URL and the model's name)."""
+    scopes = cache_scopes or {}
     jobs = []
     for model in models:
         for suite in suites:
             for item in suite.items:
                 request = request_for(item, model, max_tokens, seed)
-                key = cache_key(request, versions.get(model, ""))
+                key = cache_key(request, scopes.get(model, base_url))
                 jobs.append(Job(len(jobs), model, suite.name, item.id, request, key))
     bar = _progress(len(jobs), progress)
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
 from serve.engines.base import Engine
+from serve.identity import model_identity
 from serve.modes import Mode, default_mode, template_knows_thinking
 from serve.replicas import Replica, ReplicaPool, ScaleOut, device_groups
 from serve.upstream import READ_TIMEOUT
@@ -219,6 +220,9 @@ def _engine_route(
         pool = ReplicaPool(source.name, replicas)
     built = engines[0]
     template = built.chat_template()
+    assert source.path is not None
+    identities = [model_identity(source.path)]
+    identities += [model_identity(source.path, (adapter,)) for _, adapter in source.adapters]
     return [
         ModelRoute(
             name,
@@ -230,8 +234,9 @@ def _engine_route(
             upstream_key=built.api_key,
             extra_sampling=built.extra_sampling(),
             pool=pool,
+            identity=identity,
         )
-        for name in source.served_names
+        for name, identity in zip(source.served_names, identities, strict=True)
     ]
 
 

@@ -29,6 +29,7 @@ from starlette.routing import Route as HttpRoute
 
 from serve.engines.base import Engine
 from serve.engines.llamacpp import chat_to_completion, completion_to_chat
+from serve.identity import Identity
 from serve.modes import MODES, Mode, apply_defaults, resolve_mode, split_alias
 from serve.protocol import (
     MAX_BODY_BYTES,
@@ -70,6 +71,7 @@ class ModelRoute:
     upstream_key: str | None = None
     extra_sampling: dict[str, float] = field(default_factory=dict)
     pool: ReplicaPool | None = None  # --replicas N: several engines behind this name
+    identity: Identity | None = None  # what files it serves, shown in /v1/models
 
     @property
     def up(self) -> bool:
@@ -188,7 +190,11 @@ class Gateway:
             return denied
         now = int(time.time())
         data = []
-        for name in self.routes:
+        for name, route in self.routes.items():
+            # an extra field OpenAI clients ignore: eval caches key their answers by it
+            extra = {}
+            if route.identity is not None:
+                extra = {"identity": route.identity.value, "identity_source": route.identity.source}
             for model_id in (name, *(f"{name}:{mode}" for mode in MODES)):
                 data.append(
                     {
@@ -197,6 +203,7 @@ class Gateway:
                         "created": now,
                         "owned_by": "tuneserve",
                         "root": name,
+                        **extra,
                     }
                 )
         return JSONResponse({"object": "list", "data": data})

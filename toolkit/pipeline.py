@@ -188,6 +188,8 @@ def build_stages(recipe: Recipe, folder: Path, *, backend: str | None, fresh: bo
                 on_answer=answered,
                 # A retrained or re-exported model must not be answered from the old cache.
                 model_versions={"base": inputs_hash(trained, quants[0]), "tuned": exported},
+                # each run serves on a new port: the cache names the run's gateway instead
+                cache_endpoint=f"tuneserve run {recipe.run_name} gateway",
             )
             eval_status.doing = "writing the report"
         return {"report": str(folder / "eval"), "scores": report.summary()}
