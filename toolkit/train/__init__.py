@@ -53,11 +53,13 @@ def train(
 ) -> TrainResult:
     from toolkit.builtin import resolve_model
     from toolkit.data import prepare_data
+    from toolkit.preflight import check_data_needs, check_recipe_needs
     from toolkit.quiet import quiet_libraries
     from toolkit.recipe_loader import save_recipe
     from toolkit.train.backend import choose_backend, cuda_device_count
     from toolkit.train.parallel import plan_parallel
 
+    check_recipe_needs(recipe)  # before anything is written or loaded
     folder = run_dir(recipe.run_name)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(folder)
@@ -72,6 +74,7 @@ def train(
     echo(f"batch: {plan.describe()}")
     data = prepare_data(recipe.data)
     echo(f"data: {data.describe()}")
+    check_data_needs(recipe, data)
     model_path = resolve_model(recipe.model.name)
     checkpoints = folder / "checkpoints"
     start_from = last_checkpoint(checkpoints) if resume else None
