@@ -2,7 +2,8 @@
 
 merged16: max |logit| difference between the fp32 merge and base + unmerged adapter, and
 greedy text of the saved 16-bit folder vs base + adapter. GGUF: perplexity through llama.cpp
-over the held-out text vs transformers on the same token ids, and greedy agreement.
+over the held-out text (the training text when none is held out) vs transformers on the same
+token ids, and greedy agreement.
 """
 
 from __future__ import annotations
@@ -76,6 +77,26 @@ def verify_merge(base: Path, adapter: Path, merged_dir: Path) -> dict[str, Any]:
         )
         / len(PROMPTS),
     }
+
+
+def perplexity_rows(folder: Path) -> tuple[list[dict[str, Any]], str]:
+    """The rows the GGUF perplexity check scores, and which split they are: the held-out rows,
+    else (a recipe with data.eval_split: 0) the training rows. Either way the figure compared
+    is GGUF vs merged16 on the same text, so it still measures the export."""
+    import json
+
+    from toolkit.errors import TuneserveError
+
+    for split in ("heldout", "train"):
+        path = folder / "data" / f"{split}.jsonl"
+        text = path.read_text() if path.is_file() else ""
+        rows = [json.loads(line) for line in text.splitlines() if line]
+        if rows:
+            return rows, split
+    raise TuneserveError(
+        f"{folder / 'data'} holds no held-out or training rows to check the GGUF export with",
+        "retrain the run (`tuneserve train RECIPE`): it saves them",
+    )
 
 
 def heldout_texts(tokenizer: Any, rows: list[dict[str, Any]], limit: int = 24) -> list[list[int]]:
