@@ -30,7 +30,9 @@ class ServedModel:
         return f"{endpoint}|{self.identity or ''}|{version}"
 
 
-def fetch_served(base_url: str, api_key: str | None, models: list[str], timeout: float) -> list:
+def fetch_served(
+    base_url: str, api_key: str | None, models: list[str], timeout: float
+) -> list[ServedModel]:
     """One ServedModel per name in `models`, from the endpoint's `/v1/models` (none found, or
     no such listing: names only)."""
     listed = _listing(base_url, api_key, timeout)

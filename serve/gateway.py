@@ -34,6 +34,7 @@ from serve.modes import MODES, Mode, apply_defaults, resolve_mode, split_alias
 from serve.protocol import (
     MAX_BODY_BYTES,
     GatewayError,
+    engine_error,
     error_response,
     upstream_error,
     upstream_status,
@@ -44,14 +45,7 @@ from serve.replicas import ReplicaPool
 from serve.request_body import read_json_body
 from serve.streaming import EventStream, chat_events, engine_pieces, wait_disconnect
 from serve.supervisor import Supervisor
-from serve.upstream import (
-    READ_TIMEOUT,
-    UpstreamError,
-    UpstreamPool,
-    UpstreamResponse,
-    UpstreamTimeout,
-    UpstreamTooLarge,
-)
+from serve.upstream import READ_TIMEOUT, UpstreamError, UpstreamPool, UpstreamResponse
 
 logger = logging.getLogger(__name__)
 # The hot path: these skip Starlette's routing and middleware (see Gateway.__call__).
@@ -338,33 +332,14 @@ class Gateway:
                 headers,
             )
         except UpstreamError as exc:
-            raise self._engine_down(prepared, exc) from None
-
-    def _engine_down(self, prepared: _Prepared, exc: UpstreamError) -> GatewayError:
-        name = prepared.route.name
-        if isinstance(exc, UpstreamTimeout):
-            return GatewayError(
-                504,
-                f"the engine for {name!r} did not answer: {exc} "
-                "(wedged or overloaded; `tuneserve serve --engine-timeout` sets the limit)",
-                code="engine_timeout",
-            )
-        if isinstance(exc, UpstreamTooLarge):
-            return GatewayError(502, f"the engine for {name!r}: {exc}", code="engine_error")
-        cause = exc.__cause__ or exc
-        return GatewayError(
-            503,
-            f"the engine for {name!r} is unreachable ({type(cause).__name__}); "
-            "it is being restarted",
-            unsent=not exc.sent,
-        )
+            raise engine_error(prepared.route.name, exc) from None
 
     async def _fetch(self, prepared: _Prepared) -> tuple[int, bytes]:
         upstream = await self._send_upstream(prepared)
         try:
             return upstream.status_code, await upstream.read()
         except UpstreamError as exc:
-            raise self._engine_down(prepared, exc) from None
+            raise engine_error(prepared.route.name, exc) from None
 
     async def _forward(self, request: Request, prepared: _Prepared) -> Response:
         call = asyncio.ensure_future(self._fetch(prepared))
@@ -394,7 +369,7 @@ class Gateway:
             try:
                 content = await upstream.read()
             except UpstreamError as exc:
-                raise self._engine_down(prepared, exc) from None
+                raise engine_error(prepared.route.name, exc) from None
             status = upstream_status(upstream.status_code, content)
             return upstream_error(status, content, prepared.headers)
         pieces = engine_pieces(upstream)

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-MANIFEST = "manifest.json"  # toolkit.artifacts.MANIFEST (serve does not import the toolkit's)
+from toolkit.artifacts import MANIFEST
 
 
 @dataclass(frozen=True)
