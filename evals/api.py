@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -72,21 +72,32 @@ def run_eval(
     judge: JudgeConfig | None = None,
     guard_margin: float = DEFAULT_MARGIN,
     noise_floor: bool = True,
+    allowed_judges: Sequence[str] = (),
+    cache_endpoint: str | None = None,
 ) -> EvalReport:
     """Ask every item of `suites` of every model, score, compare with the first model, report.
 
     `model_versions` names what each model is (e.g. an export hash) so the response cache never
-    answers a changed model; `judge` holds the default endpoint of the judge scorer. Each
+    answers a changed model; `judge` holds the default endpoint of the judge scorer;
+    `allowed_judges` are judge URLs named by suite items that may receive keys (--allow-judge).
+    Cached answers are reused only for the same endpoint (`cache_endpoint`, default `base_url`)
+    and the same served model (the identity its `/v1/models` entry gives, else its name). Each
     comparison is judged for non-inferiority at `guard_margin`; with `noise_floor` the first
     model answers everything twice and the report states how much it differed from itself.
     """
+    from evals.endpoint import fetch_served
     from evals.judge import check_judges, judge_answers
     from toolkit.artifacts import run_dir
 
     run_folder = run_dir(run) if run else None
     loaded = [resolve_suite(spec, run_folder) for spec in suites]
-    check_judges(loaded, judge or JudgeConfig(), base_url, api_key)
+    check_judges(loaded, judge or JudgeConfig(), base_url, api_key, allowed_judges)
     cache = ResponseCache((report_dir / "responses.jsonl") if report_dir else None)
+    served = fetch_served(base_url, api_key, models, timeout)
+    versions = model_versions or {}
+    scopes = {
+        s.name: s.cache_scope(cache_endpoint or base_url, versions.get(s.name, "")) for s in served
+    }
     answers = asyncio.run(
         run_items(
             loaded,
@@ -100,7 +111,7 @@ def run_eval(
             cache=cache,
             progress=progress,
             on_answer=on_answer,
-            model_versions=model_versions,
+            cache_scopes=scopes,
             repeat_baseline=noise_floor and len(models) > 0,
         )
     )
@@ -114,6 +125,7 @@ def run_eval(
         concurrency=concurrency,
         seed=seed,
         timeout=timeout,
+        allowed=allowed_judges,
     )
     # An answer the judge could not grade counts as an error of that item (scored 0).
     answers = [
@@ -170,6 +182,13 @@ def run_eval(
         "max_tokens": max_tokens,
         "decoding": decoding(loaded),
         "guard_margin": guard_margin,
+        "cache": {
+            "file": str(cache.path) if cache.path else None,
+            "answers_from_cache": sum(a.cached for a in answers),
+            "answers_asked": sum(not a.cached for a in answers),
+            "keyed_by": {s.name: s.keyed_by for s in served},
+            "identities": {s.name: s.identity for s in served},
+        },
     }
     report = as_json(stats, pairs, meta, floors)
     # each item's answers, for the compare page's flipped items

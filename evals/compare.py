@@ -64,6 +64,7 @@ class ModelSuiteStats:
     tokens_per_second: float
     extra: dict[str, float] = field(default_factory=dict)
     item_scores: dict[str, float] = field(default_factory=dict)  # pairs a later report with this
+    cached: int = 0  # answers reused from the response cache, not asked in this run
 
 
 @dataclass
@@ -106,6 +107,7 @@ def model_stats(
         tokens_per_second=tokens / sum(latencies) if latencies and sum(latencies) > 0 else 0.0,
         extra={name: float(np.mean(values)) for name, values in extra.items() if values},
         item_scores=dict(zip(items, scores, strict=True)) if items else {},
+        cached=sum(bool(getattr(a, "cached", False)) for a in answers),
     )
 
 

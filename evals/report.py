@@ -141,10 +141,33 @@ def render_markdown(report: dict[str, Any]) -> str:
                 f"{f['wins'] + f['losses'] + f['ties']} | {f['delta']:+.3f} | "
                 f"[{f['delta_ci'][0]:+.3f}, {f['delta_ci'][1]:+.3f}] |"
             )
+    lines += _cache_lines(report)
     notes = _notes(report)
     if notes:
         lines += ["", *notes]
     return "\n".join(lines) + "\n"
+
+
+def _cache_lines(report: dict[str, Any]) -> list[str]:
+    """Which answers were reused from the response cache, and what it keyed them by."""
+    cache = report["meta"].get("cache")
+    if not cache:
+        return []
+    reused = [s for s in report["models"] if s.get("cached")]
+    where = f" (`{cache['file']}`)" if cache.get("file") else ""
+    lines = [
+        "",
+        f"Answers from the cache{where}: {cache['answers_from_cache']} reused, "
+        f"{cache['answers_asked']} asked in this run"
+        + (
+            ": " + ", ".join(f"{s['suite']}/{s['model']} {s['cached']} of {s['n']}" for s in reused)
+            if reused
+            else "."
+        ),
+    ]
+    for model, keyed_by in cache.get("keyed_by", {}).items():
+        lines.append(f"- {model}: cached by {keyed_by}")
+    return lines
 
 
 def render_png(report: dict[str, Any]) -> bytes:

@@ -1,7 +1,9 @@
 """The runner: every request through one `openai.AsyncOpenAI`, bounded concurrency, a disk cache.
 
-The cache is append-only JSON Lines keyed by a hash of (model, request, model version): an
-interrupted eval resumes where it stopped and a repeated one sends nothing. Retries with
+The cache is append-only JSON Lines keyed by a hash of the request and its scope (the endpoint,
+the served model's identity, a version; evals/endpoint.py): an interrupted eval resumes where it
+stopped, a repeated one sends nothing, and another endpoint or a re-served model under the same
+name is asked again. Retries with
 backoff on 429/5xx and connection errors are the openai client's own (max_retries).
 Per-request work is kept small so the harness never limits the engine's throughput
 (benchmarks/eval_throughput.py): one pooled connection per worker, answers read from the raw
@@ -36,6 +38,7 @@ class Answer:
     error: str | None = None
     sample: int = 0  # which of the item's `k` samples
     repeat: bool = False  # the baseline asked again, for the noise floor
+    cached: bool = False  # answered from the response cache, not asked this time
 
 
 @dataclass
@@ -69,9 +72,19 @@ def request_for(
     return request
 
 
-def cache_key(request: dict[str, Any], version: str = "") -> str:
-    """`version` names what answers (e.g. a model's export hash), so a new model is re-asked."""
-    text = json.dumps(request, sort_keys=True, separators=(",", ":")) + version
+def cached_answer(line: dict[str, Any], job: Job) -> Answer:
+    """A cached answer for `job`: who asked, which item and which sample come from the job (two
+    items with the same prompt share one cache line), the answer itself from the line."""
+    fields = {k: v for k, v in line.items() if k in Answer.__dataclass_fields__}
+    placed = {"model": job.model, "suite": job.suite, "item": job.item}
+    return Answer(
+        **{**fields, **placed, "sample": job.sample, "repeat": job.repeat, "cached": True}
+    )
+
+
+def cache_key(request: dict[str, Any], scope: str = "") -> str:
+    """`scope` names who answers (endpoint, served identity, version), so a new one is re-asked."""
+    text = json.dumps(request, sort_keys=True, separators=(",", ":")) + scope
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -183,7 +196,7 @@ async def run_jobs(
     for job in jobs:
         cached = cache.get(job.key)
         if cached is not None and cached.get("error") is None:
-            answers[job.index] = Answer(**cached)
+            answers[job.index] = cached_answer(cached, job)
             done += 1
         else:
             queue.append(job)
@@ -196,7 +209,7 @@ async def run_jobs(
         for job in pending:  # a shared iterator: each job goes to exactly one worker
             answer = await ask(client, job)
             if answer.error is None:
-                cache.put(job.key, answer.__dict__.copy())
+                cache.put(job.key, {k: v for k, v in answer.__dict__.items() if k != "cached"})
             answers[job.index] = answer
             done += 1
             if on_answer is not None:
@@ -222,12 +235,13 @@ async def run_items(
     cache: ResponseCache,
     progress: bool = True,
     on_answer: Callable[[int, int], None] | None = None,
-    model_versions: dict[str, str] | None = None,
+    cache_scopes: dict[str, str] | None = None,
     repeat_baseline: bool = False,
 ) -> list[Answer]:
-    """Every sample of every item for every model; with `repeat_baseline`, the first model
-    answers each item once more (under its own cache key) to measure the noise floor."""
-    versions = model_versions or {}
+    """Every sample of every item for every model; `cache_scopes[model]` goes into its cache
+    keys (default: the endpoint URL). With `repeat_baseline`, the first model answers each item
+    once more (under its own cache key) to measure the noise floor."""
+    scopes = cache_scopes or {}
     passes = [(model, False) for model in models]
     if repeat_baseline and models:
         passes.append((models[0], True))
@@ -239,10 +253,10 @@ async def run_items(
             for model, repeat in passes:
                 if repeat and item.scorer == "judge":  # one judge grade per item and model
                     continue
-                version = versions.get(model, "") + ("#repeat" if repeat else "")
+                scope = scopes.get(model, base_url) + ("#repeat" if repeat else "")
                 for sample in range(item.k):
                     request = request_for(item, model, max_tokens, seed, sample)
-                    key = cache_key(request, version)
+                    key = cache_key(request, scope)
                     job = Job(len(jobs), model, suite.name, item.id, request, key, sample, repeat)
                     jobs.append(job)
     bar = _progress(len(jobs), progress)

@@ -24,8 +24,10 @@ from pathlib import Path
 
 from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
 from serve.engines.base import Engine
+from serve.identity import model_identity
 from serve.modes import Mode, default_mode, template_knows_thinking
 from serve.replicas import Replica, ReplicaPool, ScaleOut, device_groups
+from serve.upstream import READ_TIMEOUT
 from toolkit.errors import TuneserveError
 
 
@@ -133,15 +135,18 @@ def _attach_adapters(sources: list[ModelSource], lora: Sequence[str]) -> list[Mo
     return sources
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_bind(host: str, api_key: str | None) -> None:
     """Refuse to listen beyond this machine without an API key (SPEC §7)."""
     if api_key:
         return
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise TuneserveError(
             f"refusing to listen on {host} without an API key: anyone on the network could use it",
             "add --api-key KEY (clients send `Authorization: Bearer KEY`), or bind 127.0.0.1",
@@ -230,6 +235,9 @@ def _engine_route(
     built = engines[0]
     template = built.chat_template()
     bodies = _adapter_bodies(source, built)
+    assert source.path is not None
+    identities = [model_identity(source.path)]
+    identities += [model_identity(source.path, (adapter,)) for _, adapter in source.adapters]
     return [
         ModelRoute(
             name,
@@ -242,8 +250,9 @@ def _engine_route(
             extra_sampling=built.extra_sampling(),
             pool=pool,
             extra_body=bodies.get(name, {}),
+            identity=identity,
         )
-        for name in source.served_names
+        for name, identity in zip(source.served_names, identities, strict=True)
     ]
 
 
@@ -330,6 +339,8 @@ def serve_models(
     lora: Sequence[str] = (),
     engine_args: Sequence[str] = (),
     report_dir: Path | None = None,
+    engine_timeout: float = READ_TIMEOUT,
+    public_metrics: bool = False,
 ) -> Iterator[Served]:
     """Start one engine per model and the gateway in front; stop everything on exit.
 
@@ -339,7 +350,10 @@ def serve_models(
     engine (vLLM tensor x `pipeline_parallel`, llama.cpp's layer split). `lora` (NAME=PATH)
     serves adapters unmerged next to the one base model (vLLM); `engine_args` go verbatim to
     every engine's command line. `report_dir` (an eval folder) is what the compare page at `/`
-    shows beside the chat: the report and the training run it belongs to.
+    shows beside the chat: the report and the training run it belongs to. An engine that sends
+    nothing for `engine_timeout` seconds gets its request answered 504. With a key on a
+    non-loopback host, /health and /metrics (which name the served models) need the key too,
+    unless `public_metrics`.
     """
     import uvicorn
 
@@ -367,7 +381,13 @@ def serve_models(
     with ExitStack() as stack:
         scale = ScaleOut(replicas, gpus, pipeline_parallel)
         routes = _routes(sources, engine, mode, stack, log_dir, ready_timeout, scale)
-        gateway = Gateway(routes, api_key=api_key, report_dir=report_dir)
+        gateway = Gateway(
+            routes,
+            api_key=api_key,
+            report_dir=report_dir,
+            engine_timeout=engine_timeout,
+            key_for_status=bool(api_key) and not is_loopback(host) and not public_metrics,
+        )
         for pool in {id(r.pool): r.pool for r in routes if r.pool is not None}.values():
             pool.register_metrics(gateway.registry)
         config = uvicorn.Config(

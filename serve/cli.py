@@ -34,6 +34,12 @@ report and the training run beside the chat).""",
     "--api-key", default=None, envvar="TUNESERVE_API_KEY", help="Require this Bearer key."
 )
 @click.option(
+    "--public-metrics",
+    is_flag=True,
+    help="Serve /health and /metrics without the key on a non-loopback --host (they name "
+    "the served models; on loopback they are always open).",
+)
+@click.option(
     "--mode",
     type=click.Choice(["thinking", "chat"]),
     default=None,
@@ -48,6 +54,14 @@ report and the training run beside the chat).""",
     show_default=True,
     type=float,
     help="Seconds each engine may take to answer (vLLM engines sharing a GPU load in turn).",
+)
+@click.option(
+    "--engine-timeout",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds an engine may send nothing (no reply, no next chunk) before the request gets "
+    "a 504; a request that does not stream waits for its whole generation.",
 )
 @click.option(
     "--replicas",
@@ -97,9 +111,11 @@ def serve_command(
     host: str,
     port: int,
     api_key: str | None,
+    public_metrics: bool,
     mode: str | None,
     name: str | None,
     ready_timeout: float,
+    engine_timeout: float,
     replicas: int,
     gpus: int | None,
     pipeline_parallel: int,
@@ -122,8 +138,10 @@ def serve_command(
         host=host,
         port=port,
         api_key=api_key,
+        public_metrics=public_metrics,
         mode=mode,
         ready_timeout=ready_timeout,
+        engine_timeout=engine_timeout,
         replicas=replicas,
         gpus=gpus,
         pipeline_parallel=pipeline_parallel,

@@ -30,11 +30,13 @@ from starlette.routing import Route as HttpRoute
 
 from serve.engines.base import Engine
 from serve.engines.llamacpp import chat_to_completion, completion_to_chat
+from serve.identity import Identity
 from serve.modes import MODES, Mode, apply_defaults, resolve_mode, split_alias
 from serve.page import page_routes
 from serve.protocol import (
     MAX_BODY_BYTES,
     GatewayError,
+    engine_error,
     error_response,
     upstream_error,
     upstream_status,
@@ -42,9 +44,10 @@ from serve.protocol import (
 )
 from serve.reasoning import split_chat_response
 from serve.replicas import ReplicaPool
+from serve.request_body import read_json_body
 from serve.streaming import EventStream, chat_events, engine_pieces, wait_disconnect
 from serve.supervisor import Supervisor
-from serve.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from serve.upstream import READ_TIMEOUT, UpstreamError, UpstreamPool, UpstreamResponse
 
 logger = logging.getLogger(__name__)
 # The hot path: these skip Starlette's routing and middleware (see Gateway.__call__).
@@ -66,6 +69,7 @@ class ModelRoute:
     pool: ReplicaPool | None = None  # --replicas N: several engines behind this name
     # fields this name always sends, e.g. llama.cpp's per-request `lora` picking its adapter
     extra_body: dict[str, Any] = field(default_factory=dict)
+    identity: Identity | None = None  # what files it serves, shown in /v1/models
 
     @property
     def up(self) -> bool:
@@ -90,6 +94,7 @@ class _Prepared:
     in_reasoning: bool = False
     thinking_closed: bool = False
     upstream: str | None = None  # the replica picked for this request (else route.upstream)
+    upstream_key: str | None = None  # that replica's own engine key (else route.upstream_key)
     payload: bytes = b""  # the body as sent to the engine, encoded once in _prepare
 
 
@@ -105,13 +110,18 @@ class Gateway:
         api_key: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         report_dir: Path | None = None,
+        engine_timeout: float = READ_TIMEOUT,
+        key_for_status: bool = False,
     ) -> None:
         """`report_dir`: the eval report (and the run around it) the compare page shows."""
         self.routes = {route.name: route for route in routes}
         self.api_key = api_key or None  # an empty key (TUNESERVE_API_KEY="") means no key
+        # /health and /metrics list the served model names: behind the key too when asked
+        # (serve_models asks on a non-loopback bind, unless --public-metrics)
+        self.key_for_status = key_for_status
         self.max_body_bytes = max_body_bytes
         # One pool of keep-alive engine connections for every upstream call.
-        self.upstreams = UpstreamPool()
+        self.upstreams = UpstreamPool(read_timeout=engine_timeout)
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "tuneserve_requests",
@@ -181,7 +191,11 @@ class Gateway:
             return denied
         now = int(time.time())
         data = []
-        for name in self.routes:
+        for name, route in self.routes.items():
+            # an extra field OpenAI clients ignore: eval caches key their answers by it
+            extra = {}
+            if route.identity is not None:
+                extra = {"identity": route.identity.value, "identity_source": route.identity.source}
             for model_id in (name, *(f"{name}:{mode}" for mode in MODES)):
                 data.append(
                     {
@@ -190,11 +204,14 @@ class Gateway:
                         "created": now,
                         "owned_by": "tuneserve",
                         "root": name,
+                        **extra,
                     }
                 )
         return JSONResponse({"object": "list", "data": data})
 
     async def health(self, request: Request) -> Response:
+        if self.key_for_status and (denied := self._check_key(request)) is not None:
+            return denied
         states = {name: "ready" if route.up else "down" for name, route in self.routes.items()}
         healthy = all(state == "ready" for state in states.values())
         return JSONResponse(
@@ -203,6 +220,8 @@ class Gateway:
         )
 
     async def metrics(self, request: Request) -> Response:
+        if self.key_for_status and (denied := self._check_key(request)) is not None:
+            return denied
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     # --- completions -----------------------------------------------------------------------
@@ -217,9 +236,10 @@ class Gateway:
         if (denied := self._check_key(request)) is not None:
             return denied
         try:
-            prepared = self._prepare(await self._read_json(request), chat)
+            body = await read_json_body(request.receive, request.headers, self.max_body_bytes)
+            prepared = self._prepare(body, chat)
         except GatewayError as exc:
-            return error_response(exc.status, exc.message, exc.param, exc.code)
+            return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
         route = prepared.route
         try:
             if not route.up:
@@ -252,27 +272,6 @@ class Gateway:
             "invalid or missing API key (send `Authorization: Bearer KEY`)",
             code="invalid_api_key",
         )
-
-    async def _read_json(self, request: Request) -> dict:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise GatewayError(413, f"request body is larger than {self.max_body_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise GatewayError(413, f"request body is larger than {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-        try:
-            # strict UTF-8: json.loads(bytes) would let encoded surrogates through to the engine
-            body = json.loads(b"".join(chunks).decode("utf-8"))
-        except ValueError as exc:  # bad JSON, bad UTF-8, an integer of 4300+ digits
-            raise GatewayError(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
-        except RecursionError:  # the decoder recurses once per nesting level
-            raise GatewayError(400, "request body is nested too deeply") from None
-        if not isinstance(body, dict):
-            raise GatewayError(400, "request body must be a JSON object")
-        return body
 
     def _prepare(self, body: dict, chat: bool) -> _Prepared:
         model = body.get("model")
@@ -330,8 +329,9 @@ class Gateway:
 
     async def _send_upstream(self, prepared: _Prepared) -> UpstreamResponse:
         headers = {}
-        if prepared.route.upstream_key:
-            headers["authorization"] = f"Bearer {prepared.route.upstream_key}"
+        key = prepared.upstream_key if prepared.upstream else prepared.route.upstream_key
+        if key:
+            headers["authorization"] = f"Bearer {key}"
         try:
             return await self.upstreams.request(
                 prepared.upstream or prepared.route.upstream,
@@ -340,22 +340,14 @@ class Gateway:
                 headers,
             )
         except UpstreamError as exc:
-            raise self._engine_down(prepared, exc) from None
-
-    def _engine_down(self, prepared: _Prepared, exc: Exception) -> GatewayError:
-        cause = exc.__cause__ if isinstance(exc, UpstreamError) and exc.__cause__ else exc
-        return GatewayError(
-            503,
-            f"the engine for {prepared.route.name!r} is unreachable "
-            f"({type(cause).__name__}); it is being restarted",
-        )
+            raise engine_error(prepared.route.name, exc) from None
 
     async def _fetch(self, prepared: _Prepared) -> tuple[int, bytes]:
         upstream = await self._send_upstream(prepared)
         try:
             return upstream.status_code, await upstream.read()
         except UpstreamError as exc:
-            raise self._engine_down(prepared, exc) from None
+            raise engine_error(prepared.route.name, exc) from None
 
     async def _forward(self, request: Request, prepared: _Prepared) -> Response:
         call = asyncio.ensure_future(self._fetch(prepared))
@@ -385,7 +377,7 @@ class Gateway:
             try:
                 content = await upstream.read()
             except UpstreamError as exc:
-                raise self._engine_down(prepared, exc) from None
+                raise engine_error(prepared.route.name, exc) from None
             status = upstream_status(upstream.status_code, content)
             return upstream_error(status, content, prepared.headers)
         pieces = engine_pieces(upstream)

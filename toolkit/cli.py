@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from toolkit.errors import TuneserveError
+from toolkit.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, TuneserveError
 
 # name -> "module:attribute" of a click.Command; serve/ and evals/ own their commands.
 COMMANDS = {
@@ -55,7 +55,7 @@ class TuneserveGroup(click.Group):
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug, not a user error: one line unless --debug
@@ -65,7 +65,7 @@ class TuneserveGroup(click.Group):
                 f"internal error: {type(exc).__name__}: {exc}",
                 "rerun with `tuneserve --debug ...` for the traceback and report it",
             )
-            ctx.exit(1)
+            ctx.exit(EXIT_INTERNAL)
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -82,7 +82,11 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-@click.group(cls=TuneserveGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=TuneserveGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\n" + EXIT_CODES_HELP,
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(package_name="tuneserve")
 @click.pass_context
@@ -298,7 +302,7 @@ def run_and_report(recipe, backend: str | None, fresh: bool, serve: bool) -> Non
     import signal
     import threading
 
-    from toolkit.pipeline import run_session, success_message
+    from toolkit.pipeline import run_session, serve_api_key, success_message
 
     with run_session(recipe, backend=backend, fresh=fresh, serve=serve) as result:
         report = result.report_dir
@@ -308,7 +312,7 @@ def run_and_report(recipe, backend: str | None, fresh: bool, serve: bool) -> Non
         if not serve:
             host = recipe.serve.host if ":" not in recipe.serve.host else f"[{recipe.serve.host}]"
             url = f"http://{host}:{recipe.serve.port}/v1"
-            click.echo(success_message(result, url, names, recipe.serve.api_key, serving=False))
+            click.echo(success_message(result, url, names, serve_api_key(recipe), serving=False))
             check_gate(recipe, report)
             return
         check_gate(recipe, report)

@@ -8,6 +8,7 @@ The same engines answer the eval and then, with `run --serve`, the user.
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +82,11 @@ def prepare_base(recipe: Recipe, folder: Path, engine: str) -> None:
         base_gguf(trained_base(folder, recipe.model.name), recipe.export.quant[0])
 
 
+def serve_api_key(recipe: Recipe) -> str | None:
+    """The recipe's serve.api_key, else $TUNESERVE_API_KEY (as `tuneserve serve --api-key`)."""
+    return recipe.serve.api_key or os.environ.get("TUNESERVE_API_KEY") or None
+
+
 class RunServer:
     """The engines and gateway of one `run`, started at most once and stopped with `stack`.
 
@@ -103,7 +109,8 @@ class RunServer:
             from serve.app import serve_models
 
             serve = self.recipe.serve
-            where = {"host": serve.host, "port": serve.port, "api_key": serve.api_key}
+            key = serve_api_key(self.recipe)
+            where = {"host": serve.host, "port": serve.port, "api_key": key}
             plan = self.plan
             report = self.folder / "eval"  # the eval writes it: the page shows it once there
             report.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from toolkit.artifacts import read_manifest
 from toolkit.artifacts import run_dir as run_folder
-from toolkit.comparison import RunServer, ServePlan, export_formats, prepare_base
+from toolkit.comparison import RunServer, ServePlan, export_formats, prepare_base, serve_api_key
 from toolkit.recipe import Recipe
 from toolkit.run_progress import RunProgress, StageStatus
 from toolkit.stages import (
@@ -210,6 +210,8 @@ def build_stages(
             model_versions=versions,
             guard_margin=recipe.eval.guard_margin,  # the guard's non-inferiority verdict
             noise_floor=recipe.eval.noise_floor,  # the base against itself
+            # each run serves on a new port: the cache names the run's gateway instead
+            cache_endpoint=f"tuneserve run {recipe.run_name} gateway",
         )
         eval_status.doing = "writing the report"
         return {"report": str(folder / "eval"), "scores": report.summary(), "engine": engine}
@@ -263,7 +265,7 @@ def run_session(
     if serve:
         from serve.app import check_bind
 
-        check_bind(recipe.serve.host, recipe.serve.api_key)  # before minutes of training
+        check_bind(recipe.serve.host, serve_api_key(recipe))  # before minutes of training
     with ExitStack() as stack:
         server = RunServer(recipe, folder, stack, public=serve)
         stages = build_stages(recipe, folder, server, backend=backend, fresh=fresh)
@@ -296,17 +298,28 @@ def run_pipeline(recipe: Recipe, **options: Any) -> RunResult:
 
 
 def usage_snippets(base_url: str, model: str, api_key: str | None) -> str:
-    """A copy-paste `openai` Python snippet and the same request as a curl line."""
-    key = api_key or "none"
+    """A copy-paste `openai` Python snippet and the same request as a curl line.
+
+    The key itself is never printed (terminals and CI logs keep what they show): with a key,
+    both read it from $TUNESERVE_API_KEY.
+    """
+    if api_key:
+        preamble = "import os\n# your serve.api_key / --api-key, exported as TUNESERVE_API_KEY\n"
+        python_key, header = (
+            'os.environ["TUNESERVE_API_KEY"]',
+            '"Authorization: Bearer $TUNESERVE_API_KEY"',
+        )
+    else:
+        preamble, python_key, header = "", '"none"', "'Authorization: Bearer none'"
     return f"""\
-from openai import OpenAI
-client = OpenAI(base_url="{base_url}", api_key="{key}")
+{preamble}from openai import OpenAI
+client = OpenAI(base_url="{base_url}", api_key={python_key})
 reply = client.chat.completions.create(
     model="{model}", messages=[{{"role": "user", "content": "Hello!"}}]
 )
 print(reply.choices[0].message.content)
 
-curl {base_url}/chat/completions -H 'Content-Type: application/json' -H 'Authorization: Bearer {key}' -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'"""
+curl {base_url}/chat/completions -H 'Content-Type: application/json' -H {header} -d '{{"model": "{model}", "messages": [{{"role": "user", "content": "Hello!"}}]}}'"""
 
 
 def success_message(

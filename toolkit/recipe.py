@@ -312,7 +312,12 @@ class ServeSection(Section):
     mode: Literal["auto", "thinking", "chat"] = Field(
         "auto", description="default mode; auto = thinking when the template knows enable_thinking"
     )
-    api_key: str | None = None
+    api_key: str | None = Field(
+        None,
+        # A secret: never written with the run (recipe.yaml, manifest hashes) nor printed.
+        exclude=True,
+        description="Bearer key clients must send; else $TUNESERVE_API_KEY; never saved with the run",
+    )
     tuned_as: Literal["lora", "merged16"] = Field(
         "lora",
         description="on vLLM, the tuned model served as its adapter on the base's engine (one "

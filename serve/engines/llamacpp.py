@@ -74,7 +74,7 @@ class LlamaCppEngine(Engine):
                         "move or rename the file",
                     )
                 argv += ["--lora-scaled", f"{adapter}:0"]
-            return argv + (["--api-key", self.api_key] if self.api_key else [])
+            return argv
         if self.lora_files:
             raise EngineError(
                 "LoRA adapters per request need the native llama-server; llama-cpp-python's "
@@ -86,8 +86,15 @@ class LlamaCppEngine(Engine):
         # Without this, a second request silently truncates the stream of the first.
         argv += ["--interrupt_requests", "False", "--n_ctx", str(self.n_ctx)]
         argv += ["--n_threads", threads, "--n_threads_batch", threads]
-        argv += gpu_split_flags(self.gpus, native=False)
-        return argv + (["--api_key", self.api_key] if self.api_key else [])
+        return argv + gpu_split_flags(self.gpus, native=False)
+
+    def key_environment(self) -> dict[str, str]:
+        if self.native_binary:
+            return {"LLAMA_API_KEY": self.api_key or ""}  # llama-server's env for --api-key
+        # llama-cpp-python's server reads its settings (pydantic-settings, no prefix) from the
+        # environment too: API_KEY. Its __main__ also lets $HOST/$PORT win over --host/--port,
+        # so a HOST or PORT the user's shell happens to export must not move the engine.
+        return {"API_KEY": self.api_key or "", "HOST": self.host, "PORT": str(self.port)}
 
     def extra_sampling(self) -> dict[str, float]:
         return {"repeat_penalty": 1.0}

@@ -99,6 +99,9 @@ class VllmEngine(Engine):
             argv += [f"{name}={path}" for name, path in self.lora_modules.items()]
         if template_knows_thinking(self.chat_template()):
             argv += ["--reasoning-parser", "qwen3"]
-        if self.api_key:
-            argv += ["--api-key", self.api_key]
         return argv
+
+    def key_environment(self) -> dict[str, str]:
+        # vLLM's server takes `args.api_key or [envs.VLLM_API_KEY]` (entrypoints/openai
+        # api_server.py) and then requires `Authorization: Bearer KEY` on every /v1 path.
+        return {"VLLM_API_KEY": self.api_key or ""}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -95,9 +96,19 @@ def test_success_message_has_report_endpoint_names_snippet_and_curl(tmp_path, se
     assert ("endpoint: " + url if serving else "endpoint once served: " + url) in text
     assert serving or f"tuneserve serve base={tmp_path / 'b.gguf'} tuned=" in text
     assert "models: base, tuned" in text
-    snippet = text[text.index("from openai") : text.index("\ncurl ")]
+    snippet = text[text.index("import os") : text.index("\ncurl ")]
     ast.parse(snippet)  # copy-paste runnable Python
-    assert 'model="tuned"' in snippet and 'api_key="k3y"' in snippet
+    assert 'model="tuned"' in snippet and 'api_key=os.environ["TUNESERVE_API_KEY"]' in snippet
     curl = next(line for line in text.splitlines() if line.startswith("curl "))
-    assert f"{url}/chat/completions" in curl and "Bearer k3y" in curl
+    assert (
+        f"{url}/chat/completions" in curl and '"Authorization: Bearer $TUNESERVE_API_KEY"' in curl
+    )
     assert json.loads(curl.split(" -d ", 1)[1].strip("'"))["model"] == "tuned"
+    assert "k3y" not in text  # the real key is never printed (terminals and CI logs keep it)
+
+
+def test_success_message_without_a_key_shows_none():
+    result = RunResult(Path("runs/r"), report_dir=Path("runs/r/eval"))
+    text = success_message(result, "http://127.0.0.1:8000/v1", ["tuned"], None, serving=True)
+    assert 'api_key="none"' in text and "'Authorization: Bearer none'" in text
+    assert "TUNESERVE_API_KEY" not in text

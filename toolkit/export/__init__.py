@@ -6,7 +6,6 @@ into the run's manifest under `exports`. Re-running skips what is complete.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -177,19 +176,12 @@ def verify_gguf(folder: Path, gguf: Path) -> dict[str, Any]:
         greedy_texts,
         heldout_texts,
         hf_perplexity,
+        perplexity_rows,
     )
 
     merged = folder / "merged16"
     tokenizer = AutoTokenizer.from_pretrained(merged)
-    rows = [
-        json.loads(line)
-        for line in (folder / "data" / "heldout.jsonl").read_text().splitlines()
-        if line
-    ]
-    if not rows:
-        raise TuneserveError(
-            f"{folder}/data/heldout.jsonl is empty", "set data.eval_split > 0 and retrain"
-        )
+    rows, split = perplexity_rows(folder)  # held-out text, else training text (eval_split: 0)
     sequences = heldout_texts(tokenizer, rows)
     model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
     reference_ppl = hf_perplexity(model, sequences)
@@ -202,6 +194,7 @@ def verify_gguf(folder: Path, gguf: Path) -> dict[str, Any]:
         "ppl": round(ppl, 4),
         "ppl_merged16": round(reference_ppl, 4),
         "ppl_ratio": round(ppl / reference_ppl, 4),
+        "ppl_text": split,  # which rows the perplexities are over: heldout or train
         "greedy_match": sum(a == b for a, b in zip(reference, greedy, strict=True))
         / len(reference),
     }

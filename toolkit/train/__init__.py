@@ -61,12 +61,14 @@ def train(
     from toolkit.builtin import resolve_model
     from toolkit.data import prepare_data
     from toolkit.hub import snapshot_commit
+    from toolkit.preflight import check_data_needs, check_recipe_needs
     from toolkit.recipe_loader import save_recipe
     from toolkit.stages import mark_done, train_inputs
     from toolkit.train.backend import choose_backend, cuda_device_count
     from toolkit.train.parallel import plan_parallel
     from toolkit.train.session import optimizer
 
+    check_recipe_needs(recipe)  # before anything is written or loaded
     folder = run_dir(recipe.run_name)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(folder)
@@ -80,6 +82,7 @@ def train(
         before_data()
     data = prepare_data(recipe.data)
     echo(f"data: {data.describe()}")
+    check_data_needs(recipe, data)
     # data.replay: the base's own answers (data/replay.jsonl) mixed in at data.replay.ratio
     if recipe.data.replay.ratio > 0:
         from toolkit.data.replay import add_replay

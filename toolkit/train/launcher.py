@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import toolkit
-from toolkit.errors import TuneserveError
+from toolkit.errors import EXIT_INTERNAL, TuneserveError
 from toolkit.orphans import die_with_parent
 from toolkit.train.parallel import ParallelPlan
 
@@ -162,5 +162,5 @@ def _outcome(
         f"the training process{'es' if world > 1 else ''} exited with code {code} and did not "
         "say why (killed from outside, or out of memory?)",
         f"every rank's output is in {log}",
-        code or 1,
+        EXIT_INTERNAL,
     )

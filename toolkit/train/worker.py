@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import TuneserveError
+from toolkit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, TuneserveError
 
 
 def record_error(job_dir: Path, rank: int, message: str, hint: str | None, code: int) -> None:
@@ -83,8 +83,10 @@ def main(argv: list[str]) -> int:
     except BaseException as exc:  # noqa: BLE001 (a rank's crash must reach the launcher)
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}"
-        record_error(job_dir, rank, message, None, 130 if isinstance(exc, KeyboardInterrupt) else 1)
-        return 1
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        code = EXIT_INTERRUPTED if interrupted else EXIT_INTERNAL
+        record_error(job_dir, rank, message, None, code)
+        return code
     _leave_process_group()  # not after a failure: a peer may be stuck in a collective
     if rank == 0:
         (job_dir / "outcome.json").write_text(json.dumps(asdict(outcome)))
