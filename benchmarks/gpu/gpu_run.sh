@@ -17,8 +17,10 @@ if [ "${1:-start}" = start ]; then
   date +%s > "$work/started"
   # --serve (the default): the engines that answer the eval go on serving.
   # The process writes its own PID (setsid may fork, and then `$!` is not the one to signal).
-  (cd "$work" && RUN_ARGS="${RUN_ARGS:-}" setsid bash -c 'echo $$ > run.pid; exec python3 -m toolkit.cli run recipe.yaml --set "serve.api_key=$TUNESERVE_API_KEY" $RUN_ARGS' \
-    > "$log" 2>&1 < /dev/null &)
+  # The whole subshell is redirected: a background list holding run.sh's pipe would keep the
+  # stage (and the device call) from ending while the run serves.
+  (cd "$work" && RUN_ARGS="${RUN_ARGS:-}" exec setsid bash -c 'echo $$ > run.pid; exec python3 -m toolkit.cli run recipe.yaml $RUN_ARGS') \
+    > "$log" 2>&1 < /dev/null &
   for _ in $(seq 50); do [ -s "$pidfile" ] && break; sleep 0.1; done
 fi
 pid=$(cat "$pidfile")

@@ -98,6 +98,14 @@ stage_gpu_run_check() {  # `run --serve` answering the openai client, then SIGTE
   bash benchmarks/gpu/gpu_run.sh check
 }
 
+stage_gpu_rerun() {  # the same `tuneserve run` again: every stage up to date, nothing retrained
+  (cd /tmp/tsrun && TUNESERVE_MODELS_DIR=/tmp/tsrun/models python3 -m toolkit.cli run recipe.yaml --no-serve)
+}
+
+stage_tests_4bit() {  # an Unsloth-style bnb-4bit base trains in 4-bit and merges into 16-bit
+  python3 -m pytest -m gpu tests/toolkit/test_train_gpu.py -k 4bit_saved -p no:cacheprovider -q -rA --timeout=400
+}
+
 stage_vllm_models() {  # a Qwen3-shaped base, fine-tuned a few steps ($VLLM_BACKEND), exported lora + merged16
   rm -rf "$VW" && mkdir -p "$VW" && cd "$VW" || return 1
   # Qwen3 dimensions with the tokenizer's own vocabulary: a random model sampling ids past the

@@ -54,7 +54,7 @@ def test_an_adapter_on_the_base_engine_answers_like_its_merged_export(exported_d
     lora = convert_lora(
         run_dir / "adapter", resolve_model("builtin:smollm2-135m"), tmp_path / "l.gguf"
     )
-    base = base_gguf(load_recipe(DEMO_RECIPE), "q8_0")
+    base = base_gguf(resolve_model(load_recipe(DEMO_RECIPE).model.name), "q8_0")
     rows = [
         json.loads(line) for line in (run_dir / "data" / "heldout.jsonl").read_text().splitlines()
     ]

@@ -225,7 +225,7 @@ def test_lora_needs_a_base_it_can_find_and_vllm(tmp_path, fake_vllm, base_gguf):
     ):
         pass
     with (
-        pytest.raises(TuneserveError, match="served unmerged by vLLM only"),
+        pytest.raises(TuneserveError, match="llama.cpp serves LoRA adapters as GGUF files"),
         serve_models([str(base_gguf)], lora=[adapter], log_dir=tmp_path / "logs"),
     ):
         pass

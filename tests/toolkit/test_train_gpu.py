@@ -64,9 +64,11 @@ def _train(tmp_path: Path, model: Path, backend: str, four_bit: bool, nproc: int
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - started
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert f"backend: {backend}" in done.stdout
     run = Path(os.environ["TUNESERVE_MODELS_DIR"]) / "runs" / name
+    ranks = run / "logs" / "train-ranks.log"  # the worker's own report of a failure
+    worker = ranks.read_text()[-3000:] if ranks.is_file() and done.returncode else ""
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:] + worker
+    assert f"backend: {backend}" in done.stdout
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [row for row in rows if "loss" in row]
     speeds = sorted(row["tokens_per_second"] for row in steps if row.get("tokens_per_second"))
@@ -137,12 +139,12 @@ def test_a_4bit_saved_base_trains_and_merges_into_16bit(
 
     assert is_prequantized_4bit(tiny_qwen3_4bit)
     run = _train(tmp_path, tiny_qwen3_4bit, backend, four_bit=False)["run"]
-    command = [sys.executable, "-m", "toolkit.cli", "export", str(run), "--format", "merged16"]
+    command = [sys.executable, "-m", "toolkit.cli", "--debug", "export", str(run)]
+    command += ["--format", "merged16"]  # --debug: a failure shows its traceback
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     config = json.loads((run / "merged16" / "config.json").read_text())
     assert "quantization_config" not in config
     figures = json.loads((run / "manifest.json").read_text())["exports"]["merged16"]
     print(f"\n4-bit base, {backend}: merged16 {figures}")
-    assert figures["greedy_match_saved"] == 1.0
-    assert figures["max_abs_logit_diff_fp32"] < 1e-3
+    assert figures["merge_matches"] and figures["greedy_match_saved"] == 1.0

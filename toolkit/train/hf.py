@@ -95,11 +95,11 @@ def load_hf(recipe: Recipe, model_path: Path, cuda: bool) -> tuple[Any, Any]:
         )
     quant = None if prequantized else quantization_config(recipe, cuda, dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    # quantization_config only when there is one: an explicit None is applied to the config and
+    # erases a 4-bit folder's own (it then loaded its packed weights as 16-bit ones).
+    quantized = {"quantization_config": quant} if quant is not None else {}
     model = AutoModelForCausalLM.from_pretrained(
-        model_path,
-        dtype=dtype,
-        quantization_config=quant,
-        device_map={"": local_rank()} if cuda else None,
+        model_path, dtype=dtype, device_map={"": local_rank()} if cuda else None, **quantized
     )
     checkpointing = bool(recipe.lora.use_gradient_checkpointing)
     if quant is not None or prequantized:
