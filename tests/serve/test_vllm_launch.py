@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from serve.app import serve_models
+from tests.command_standin import put_on_path
 from tests.serve.test_engines import SNAPSHOT
 from toolkit.errors import TuneserveError
 from toolkit.templates import QWEN3
@@ -68,15 +69,9 @@ uvicorn.run(guarded, host="127.0.0.1", port=port, log_level="warning")
 @pytest.fixture
 def fake_vllm(tmp_path, monkeypatch) -> Path:
     """A `vllm` on PATH; returns the folder where each launch leaves its argv."""
-    bin_dir, log = tmp_path / "bin", tmp_path / "launches"
-    bin_dir.mkdir()
-    log.mkdir()
-    script = bin_dir / "vllm"
-    script.write_text(FAKE_VLLM.format(python=sys.executable))
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}")
-    monkeypatch.setenv("FAKE_VLLM_LOG", str(log))
-    return log
+    return put_on_path(
+        tmp_path, monkeypatch, "vllm", FAKE_VLLM.format(python=sys.executable), keep_path=False
+    )
 
 
 def _launches(log: Path) -> list[list[str]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from serve.engines import VllmEngine
+from tests.command_standin import put_on_path
 from tests.conftest import DEMO_RECIPE, REPO
 from tests.serve.test_vllm_launch import FAKE_VLLM, _launches
 from toolkit.comparison import export_formats, run_engine
@@ -39,15 +40,9 @@ ON_VLLM = [*TINY, "serve.engine=vllm"]
 @pytest.fixture
 def fake_vllm(tmp_path, monkeypatch) -> Path:
     """A `vllm` on PATH that answers chat requests with `model=<the model asked>`."""
-    bin_dir, log = tmp_path / "bin", tmp_path / "launches"
-    bin_dir.mkdir()
-    log.mkdir()
-    script = bin_dir / "vllm"
-    script.write_text(FAKE_VLLM.format(python=sys.executable))
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}")
-    monkeypatch.setenv("FAKE_VLLM_LOG", str(log))
-    return log
+    return put_on_path(
+        tmp_path, monkeypatch, "vllm", FAKE_VLLM.format(python=sys.executable), keep_path=True
+    )
 
 
 @pytest.mark.parametrize("available", [True, False])

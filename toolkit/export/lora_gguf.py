@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 from toolkit.errors import TuneserveError
-from toolkit.orphans import die_with_parent
 
 PACKAGE = "llama-cpp-python"
 SCRIPT = "convert_lora_to_gguf.py"
@@ -76,18 +75,14 @@ def fetch_converter() -> Path:
 
 def convert_lora(adapter: Path, base: Path, out: Path) -> Path:
     """`adapter` (a PEFT folder trained on `base`) as an f16 GGUF LoRA at `out` (atomic)."""
+    from toolkit.export.gguf import run_converter
+
     script = fetch_converter() / SCRIPT
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     command = [sys.executable, str(script), "--base", str(base), "--outfile", str(tmp)]
     command += ["--outtype", "f16", str(adapter)]
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        preexec_fn=die_with_parent(),
-    )
+    done = run_converter(command)
     if done.returncode != 0:
         tmp.unlink(missing_ok=True)
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
