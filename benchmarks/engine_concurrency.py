@@ -57,7 +57,10 @@ def main() -> None:
 
     from toolkit.builtin import builtin_gguf
 
-    engine = LlamaCppEngine(name="smol", model_path=builtin_gguf("smollm2-135m"), parallel=8)
+    # measured directly, no gateway in front: no engine key (loopback, for the run only)
+    engine = LlamaCppEngine(
+        name="smol", model_path=builtin_gguf("smollm2-135m"), parallel=8, api_key=None
+    )
     kind = (
         f"native llama-server ({engine.native_binary})"
         if engine.native_binary

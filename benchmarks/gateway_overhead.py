@@ -376,6 +376,9 @@ def _run_external(args: argparse.Namespace) -> str:
         "stream_options": {"include_usage": True},
     }
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
+    engine_headers = (
+        {"Authorization": f"Bearer {args.engine_api_key}"} if args.engine_api_key else {}
+    )
     applied = _probe_sampling(args.gateway_url, body, headers)
     direct_body = {**body, **applied}  # what the gateway forwards: the engine does the same work
     gateway_url = f"{args.gateway_url}/v1/completions"
@@ -386,7 +389,7 @@ def _run_external(args: argparse.Namespace) -> str:
         load = (concurrency, requests, args.client_procs)
         result = _alternate(
             partial(_load_external, gateway_url, body, headers, *load),
-            partial(_load_external, engine_url, direct_body, {}, *load),
+            partial(_load_external, engine_url, direct_body, engine_headers, *load),
             args.rounds,
             EXTERNAL_KEYS,
         )
@@ -424,7 +427,11 @@ def main() -> None:
     external.add_argument("--gateway-url", help="gateway base URL, no /v1; runs only this mode")
     external.add_argument("--engine-url", help="the engine's base URL, no /v1")
     external.add_argument("--model", default="smol", help="served name, same at both")
-    external.add_argument("--api-key", help="the gateway's key (the engine gets none)")
+    external.add_argument("--api-key", help="the gateway's key")
+    external.add_argument(
+        "--engine-api-key",
+        help="the engine's own key (tuneserve gives each engine a random one, in its environment)",
+    )
     external.add_argument("--streams", type=_int_list, default=[1, 8, 32, 64])
     external.add_argument("--requests-per-stream", type=int, default=4)
     external.add_argument("--client-procs", type=int, default=1)
@@ -473,7 +480,8 @@ def main() -> None:
         fake.terminate()
         fake.wait(10)
 
-    engine = LlamaCppEngine(name="smol", model_path=builtin_gguf("smollm2-135m"))
+    # called both directly and through a gateway that did not start it: no engine key
+    engine = LlamaCppEngine(name="smol", model_path=builtin_gguf("smollm2-135m"), api_key=None)
     kind = "llama-server" if engine.native_binary else "llama-cpp-python server"
     supervisor = Supervisor(engine, Path(tempfile.mkdtemp()) / "engine.log", restart=False)
     supervisor.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -29,7 +30,16 @@ import click
     help="Any OpenAI-compatible URL.",
 )
 @click.option(
-    "--api-key", default=None, envvar="OPENAI_API_KEY", help="Bearer key for the endpoint."
+    "--api-key",
+    default=None,
+    envvar="TUNESERVE_API_KEY",
+    help="Bearer key for the endpoint (default: $TUNESERVE_API_KEY).",
+)
+@click.option(
+    "--api-key-env",
+    default=None,
+    metavar="VAR",
+    help="Read the endpoint's key from $VAR, e.g. --api-key-env OPENAI_API_KEY (never implied).",
 )
 @click.option("--run", default=None, help="Run name whose held-out split the heldout suite uses.")
 @click.option(
@@ -43,7 +53,21 @@ import click
     "--fail-on-regression",
     type=float,
     default=None,
-    help="Exit 1 when a model drops more than this below its baseline.",
+    help="Exit 1 when the paired 95% interval of a model's change on any suite reaches below "
+    "-X (non-inferiority at margin X).",
+)
+@click.option(
+    "--guard-margin",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Margin of the non-inferiority verdict in the report [default: --fail-on-regression, "
+    "else 0.05].",
+)
+@click.option(
+    "--noise-floor/--no-noise-floor",
+    default=True,
+    show_default=True,
+    help="Ask the first model every item twice and report how much it differs from itself.",
 )
 @click.option(
     "--baseline",
@@ -62,16 +86,26 @@ import click
     "--judge-api-key", default=None, envvar="TUNESERVE_JUDGE_API_KEY", help="Key for the judge."
 )
 @click.option("--judge-rubric", default=None, help="Default rubric for `judge` items without one.")
+@click.option(
+    "--allow-judge",
+    "allowed_judges",
+    multiple=True,
+    metavar="URL",
+    help="Let suite items' own judge at URL get the keys they name (judge.api_key_env).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def eval_command(
     suites: tuple[str, ...],
     models: tuple[str, ...],
     base_url: str,
     api_key: str | None,
+    api_key_env: str | None,
     run: str | None,
     report_dir: Path | None,
     fail_on_regression: float | None,
     baseline: Path | None,
+    guard_margin: float | None,
+    noise_floor: bool,
     concurrency: int,
     max_tokens: int,
     seed: int,
@@ -79,6 +113,7 @@ def eval_command(
     judge_model: str | None,
     judge_api_key: str | None,
     judge_rubric: str | None,
+    allowed_judges: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Run eval suites against models behind any OpenAI-compatible endpoint and compare them.
@@ -88,16 +123,28 @@ def eval_command(
       tuneserve eval --suite heldout --suite guard --model base --model tuned \\
         --run demo --base-url http://127.0.0.1:8000/v1 --report eval/ --fail-on-regression 0.05
 
+    Scored items decode greedily (temperature 0, sent explicitly) unless an item sets
+    `temperature` and `k` samples, whose scores are averaged.
+
     Items scored `judge` are graded by --judge-model at --judge-base-url (or the item's own
-    `judge` object), through the same client and cache.
+    `judge` object), through the same client and cache. Keys go only where the command line
+    says: $OPENAI_API_KEY is sent only with --api-key-env OPENAI_API_KEY, and a suite's own
+    judge gets a key only with --allow-judge URL.
     """
     from evals.api import run_eval
-    from evals.gate import regressions
+    from evals.gate import DEFAULT_MARGIN, regressions
     from evals.judge import JudgeConfig
     from evals.report import load_report, render_markdown
     from toolkit.cli import print_json
-    from toolkit.errors import CheckFailed
+    from toolkit.errors import CheckFailed, TuneserveError
 
+    if api_key_env:
+        api_key = os.environ.get(api_key_env)
+        if not api_key:
+            raise TuneserveError(
+                f"--api-key-env {api_key_env}: ${api_key_env} is not set",
+                f"export {api_key_env}=... or pass --api-key",
+            )
     saved = load_report(baseline) if baseline else None
     report = run_eval(
         suites=list(suites),
@@ -113,6 +160,11 @@ def eval_command(
         judge=JudgeConfig(
             base_url=judge_base_url, model=judge_model, api_key=judge_api_key, rubric=judge_rubric
         ),
+        guard_margin=next(
+            m for m in (guard_margin, fail_on_regression, DEFAULT_MARGIN) if m is not None
+        ),
+        noise_floor=noise_floor,
+        allowed_judges=allowed_judges,
     )
     if as_json:
         print_json(report.data)

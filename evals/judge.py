@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,10 +52,24 @@ class JudgeEndpoint:
     api_key: str | None
 
 
+def _url(url: str) -> str:
+    return url.rstrip("/")
+
+
 def resolve_endpoint(
-    config: JudgeConfig | None, defaults: JudgeConfig, eval_base_url: str, eval_key: str | None
+    config: JudgeConfig | None,
+    defaults: JudgeConfig,
+    eval_base_url: str,
+    eval_key: str | None,
+    allowed: Collection[str] = (),
 ) -> JudgeEndpoint:
-    """Item fields win over flags; the endpoint under evaluation is the last resort for the URL."""
+    """Item fields win over flags; the endpoint under evaluation is the last resort for the URL.
+
+    Keys follow the user, not the data file: the eval key goes only to the endpoint under
+    test, --judge-api-key only to the judge named on the command line, and a variable named by
+    an item's `api_key_env` is read only for a judge URL on the command line or in `allowed`
+    (--allow-judge). Anything else would let a suite file send any secret to any host.
+    """
     item = config or JudgeConfig()
     model = item.model or defaults.model
     if not model:
@@ -62,22 +77,40 @@ def resolve_endpoint(
             "the judge scorer needs a judge model",
             "set `judge.model` in the suite item or pass --judge-model NAME",
         )
-    base_url = item.base_url or defaults.base_url or eval_base_url
+    base_url = _url(item.base_url or defaults.base_url or eval_base_url)
+    judge_url = _url(defaults.base_url or eval_base_url)
+    trusted = base_url in {judge_url, _url(eval_base_url), *(_url(u) for u in allowed)}
+    key = item.api_key  # written in the suite itself: its author's key, sent where it says
     key_env = item.api_key_env or defaults.api_key_env
-    key = item.api_key or (os.environ.get(key_env) if key_env else None) or defaults.api_key
-    if key is None and base_url == eval_base_url:
+    if key is None and key_env:
+        if not trusted:
+            raise TuneserveError(
+                f"a suite item's judge asks for ${key_env} to be sent to {base_url}, "
+                "a host not named on the command line",
+                f"if you trust that judge, pass --allow-judge {base_url}; "
+                "else judge with --judge-base-url/--judge-api-key",
+            )
+        key = os.environ.get(key_env)
+    if key is None and (base_url == judge_url or base_url in map(_url, allowed)):
+        key = defaults.api_key
+    if key is None and base_url == _url(eval_base_url):
         key = eval_key
-    return JudgeEndpoint(base_url.rstrip("/"), model, key)
+    return JudgeEndpoint(base_url, model, key)
 
 
 def check_judges(
-    suites: list[Any], defaults: JudgeConfig, eval_base_url: str, eval_key: str | None
+    suites: list[Any],
+    defaults: JudgeConfig,
+    eval_base_url: str,
+    eval_key: str | None,
+    allowed: Collection[str] = (),
 ) -> None:
-    """Fail before anything is asked when a `judge` item has no judge model to ask."""
+    """Fail before anything is asked when a `judge` item has no judge model to ask, or asks
+    for a key to go to a host the user did not name."""
     for suite in suites:
         for item in suite.items:
             if item.scorer == "judge":
-                resolve_endpoint(item.judge, defaults, eval_base_url, eval_key)
+                resolve_endpoint(item.judge, defaults, eval_base_url, eval_key, allowed)
 
 
 def judge_messages(
@@ -139,22 +172,25 @@ def judge_answers(
     concurrency: int,
     seed: int,
     timeout: float,
+    allowed: Collection[str] = (),
 ) -> tuple[dict[tuple[str, str, str], float], dict[tuple[str, str, str], str]]:
     """Grade every answer of a `judge`-scored item: ({(suite, model, item): grade},
     {(suite, model, item): why it could not be graded}). Judge replies are cached like answers
     (keyed by the judge's URL too), so a repeated eval asks the judge nothing."""
     import asyncio
 
+    from evals.endpoint import fetch_served
     from evals.runner import Job, cache_key, make_client, run_jobs
 
     items = {(s.name, i.id): i for s in suites for i in s.items if i.scorer == "judge"}
     by_endpoint: dict[JudgeEndpoint, list[tuple[Job, int | None]]] = {}
+    scopes: dict[JudgeEndpoint, str] = {}  # a judge re-served under its name is asked again
     for answer in answers:
         item = items.get((answer.suite, answer.item))
         if item is None or answer.error:
             continue
         config = item.judge or JudgeConfig()
-        endpoint = resolve_endpoint(config, defaults, eval_base_url, eval_key)
+        endpoint = resolve_endpoint(config, defaults, eval_base_url, eval_key, allowed)
         scale = config.scale if config.scale is not None else defaults.scale
         rubric = config.rubric or defaults.rubric or DEFAULT_RUBRIC
         request = {
@@ -165,7 +201,10 @@ def judge_answers(
             "seed": seed,
         }
         pairs = by_endpoint.setdefault(endpoint, [])
-        key = cache_key(request, f"judge@{endpoint.base_url}")
+        if endpoint not in scopes:
+            [judge] = fetch_served(endpoint.base_url, endpoint.api_key, [endpoint.model], timeout)
+            scopes[endpoint] = judge.cache_scope(f"judge@{endpoint.base_url}")
+        key = cache_key(request, scopes[endpoint])
         pairs.append(
             (Job(len(pairs), answer.model, answer.suite, answer.item, request, key), scale)
         )

@@ -1,7 +1,9 @@
 """The runner: every request through one `openai.AsyncOpenAI`, bounded concurrency, a disk cache.
 
-The cache is append-only JSON Lines keyed by a hash of (model, request, model version): an
-interrupted eval resumes where it stopped and a repeated one sends nothing. Retries with
+The cache is append-only JSON Lines keyed by a hash of the request and its scope (the endpoint,
+the served model's identity, a version; evals/endpoint.py): an interrupted eval resumes where it
+stopped, a repeated one sends nothing, and another endpoint or a re-served model under the same
+name is asked again. Retries with
 backoff on 429/5xx and connection errors are the openai client's own (max_retries).
 Per-request work is kept small so the harness never limits the engine's throughput
 (benchmarks/eval_throughput.py): one pooled connection per worker, answers read from the raw
@@ -34,6 +36,9 @@ class Answer:
     latency_s: float
     completion_tokens: int
     error: str | None = None
+    sample: int = 0  # which of the item's `k` samples
+    repeat: bool = False  # the baseline asked again, for the noise floor
+    cached: bool = False  # answered from the response cache, not asked this time
 
 
 @dataclass
@@ -46,25 +51,40 @@ class Job:
     item: str
     request: dict[str, Any]
     key: str
+    sample: int = 0
+    repeat: bool = False
 
 
-def request_for(item: Item, model: str, max_tokens: int, seed: int) -> dict[str, Any]:
+def request_for(
+    item: Item, model: str, max_tokens: int, seed: int, sample: int = 0
+) -> dict[str, Any]:
+    """The item's request: greedy (temperature 0, sent explicitly so no server's sampling
+    defaults apply) unless the item asks for a temperature; sample `i` of `k` gets seed + i."""
     request: dict[str, Any] = {
         "model": model,
         "messages": item.messages,
         "max_tokens": item.max_tokens or max_tokens,
-        "seed": seed,
+        "seed": seed + sample,
+        "temperature": item.temperature if item.temperature is not None else 0.0,
     }
-    if item.temperature is not None:
-        request["temperature"] = item.temperature
     if item.mode is not None:
         request["chat_template_kwargs"] = {"enable_thinking": item.mode == "thinking"}
     return request
 
 
-def cache_key(request: dict[str, Any], version: str = "") -> str:
-    """`version` names what answers (e.g. a model's export hash), so a new model is re-asked."""
-    text = json.dumps(request, sort_keys=True, separators=(",", ":")) + version
+def cached_answer(line: dict[str, Any], job: Job) -> Answer:
+    """A cached answer for `job`: who asked, which item and which sample come from the job (two
+    items with the same prompt share one cache line), the answer itself from the line."""
+    fields = {k: v for k, v in line.items() if k in Answer.__dataclass_fields__}
+    placed = {"model": job.model, "suite": job.suite, "item": job.item}
+    return Answer(
+        **{**fields, **placed, "sample": job.sample, "repeat": job.repeat, "cached": True}
+    )
+
+
+def cache_key(request: dict[str, Any], scope: str = "") -> str:
+    """`scope` names who answers (endpoint, served identity, version), so a new one is re-asked."""
+    text = json.dumps(request, sort_keys=True, separators=(",", ":")) + scope
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
@@ -139,14 +159,25 @@ async def ask(client: Any, job: Job) -> Answer:
         message = reply["choices"][0]["message"]
     except (openai.APIError, ValueError, KeyError, IndexError, TypeError) as exc:
         error = f"{type(exc).__name__}: {exc}"
+        latency = time.perf_counter() - started
         return Answer(
-            job.model, job.suite, job.item, "", None, time.perf_counter() - started, 0, error
+            job.model, job.suite, job.item, "", None, latency, 0, error, job.sample, job.repeat
         )
     reasoning = message.get("reasoning_content") or message.get("reasoning")
     tokens = (reply.get("usage") or {}).get("completion_tokens") or 0
     latency = time.perf_counter() - started
+    output = message.get("content") or ""
     return Answer(
-        job.model, job.suite, job.item, message.get("content") or "", reasoning, latency, tokens
+        job.model,
+        job.suite,
+        job.item,
+        output,
+        reasoning,
+        latency,
+        tokens,
+        None,
+        job.sample,
+        job.repeat,
     )
 
 
@@ -165,7 +196,7 @@ async def run_jobs(
     for job in jobs:
         cached = cache.get(job.key)
         if cached is not None and cached.get("error") is None:
-            answers[job.index] = Answer(**cached)
+            answers[job.index] = cached_answer(cached, job)
             done += 1
         else:
             queue.append(job)
@@ -178,7 +209,7 @@ async def run_jobs(
         for job in pending:  # a shared iterator: each job goes to exactly one worker
             answer = await ask(client, job)
             if answer.error is None:
-                cache.put(job.key, answer.__dict__.copy())
+                cache.put(job.key, {k: v for k, v in answer.__dict__.items() if k != "cached"})
             answers[job.index] = answer
             done += 1
             if on_answer is not None:
@@ -204,16 +235,30 @@ async def run_items(
     cache: ResponseCache,
     progress: bool = True,
     on_answer: Callable[[int, int], None] | None = None,
-    model_versions: dict[str, str] | None = None,
+    cache_scopes: dict[str, str] | None = None,
+    repeat_baseline: bool = False,
 ) -> list[Answer]:
-    versions = model_versions or {}
+    """Every sample of every item for every model; `cache_scopes[model]` goes into its cache
+    keys (default: the endpoint URL). With `repeat_baseline`, the first model answers each item
+    once more (under its own cache key) to measure the noise floor."""
+    scopes = cache_scopes or {}
+    passes = [(model, False) for model in models]
+    if repeat_baseline and models:
+        passes.append((models[0], True))
     jobs = []
-    for model in models:
-        for suite in suites:
-            for item in suite.items:
-                request = request_for(item, model, max_tokens, seed)
-                key = cache_key(request, versions.get(model, ""))
-                jobs.append(Job(len(jobs), model, suite.name, item.id, request, key))
+    # Item by item, every model in turn: each model's engine has work all along (model by
+    # model, the other engines would sit idle while one answers its whole share).
+    for suite in suites:
+        for item in suite.items:
+            for model, repeat in passes:
+                if repeat and item.scorer == "judge":  # one judge grade per item and model
+                    continue
+                scope = scopes.get(model, base_url) + ("#repeat" if repeat else "")
+                for sample in range(item.k):
+                    request = request_for(item, model, max_tokens, seed, sample)
+                    key = cache_key(request, scope)
+                    job = Job(len(jobs), model, suite.name, item.id, request, key, sample, repeat)
+                    jobs.append(job)
     bar = _progress(len(jobs), progress)
 
     def report(done: int, total: int) -> None:

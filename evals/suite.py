@@ -6,7 +6,14 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from evals.judge import JudgeConfig
 from toolkit.errors import TuneserveError
@@ -23,7 +30,10 @@ class Item(BaseModel):
     scorer: str = "normalized"
     mode: Literal["thinking", "chat"] | None = None
     max_tokens: int | None = Field(None, gt=0, le=32768)
+    # Scored items decode greedily unless they ask for sampling: a temperature, and `k`
+    # samples whose scores are averaged (one sample at a temperature is a coin toss).
     temperature: float | None = Field(None, ge=0, le=2)
+    k: int = Field(1, ge=1, le=64)
     judge: JudgeConfig | None = None  # where the `judge` scorer asks (else the --judge-* flags)
 
     @field_validator("messages")
@@ -47,6 +57,17 @@ class Item(BaseModel):
                 "or module:function"
             )
         return name
+
+    @model_validator(mode="after")
+    def _samples_need_sampling(self) -> Item:
+        if self.k > 1 and not self.temperature:
+            raise ValueError(
+                f"k is {self.k} but decoding is greedy (temperature unset or 0), so every "
+                "sample would be the same; set temperature > 0 or drop k"
+            )
+        if self.k > 1 and self.scorer == "judge":
+            raise ValueError("k > 1 is not supported with the judge scorer; drop k")
+        return self
 
 
 class Suite(BaseModel):

@@ -24,8 +24,10 @@ from pathlib import Path
 
 from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
 from serve.engines.base import Engine
+from serve.identity import model_identity
 from serve.modes import Mode, default_mode, template_knows_thinking
 from serve.replicas import Replica, ReplicaPool, ScaleOut, device_groups
+from serve.upstream import READ_TIMEOUT
 from toolkit.errors import TuneserveError
 
 
@@ -86,7 +88,8 @@ def parse_model(argument: str | Path | ModelSource) -> ModelSource:
 
 
 def parse_adapter(argument: str) -> tuple[str, Path]:
-    """`NAME=PATH` of a PEFT adapter folder (a run's adapter/ or its lora export)."""
+    """`NAME=PATH` of a PEFT adapter folder (a run's adapter/ or its lora export), or of a GGUF
+    LoRA file for llama.cpp."""
     name, sep, path_text = argument.partition("=")
     if not sep or not name or ":" in name:
         raise TuneserveError(
@@ -94,6 +97,8 @@ def parse_adapter(argument: str) -> tuple[str, Path]:
             "name the adapter: --lora tuned=models/runs/RUN/adapter",
         )
     path = Path(path_text).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return name, path.resolve()
     if not (path / "adapter_config.json").is_file():
         raise TuneserveError(
             f"--lora {name}: {path} is not a LoRA adapter folder (no adapter_config.json)",
@@ -132,15 +137,18 @@ def _attach_adapters(sources: list[ModelSource], lora: Sequence[str]) -> list[Mo
     return sources
 
 
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def check_bind(host: str, api_key: str | None) -> None:
     """Refuse to listen beyond this machine without an API key (SPEC §7)."""
     if api_key:
         return
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise TuneserveError(
             f"refusing to listen on {host} without an API key: anyone on the network could use it",
             "add --api-key KEY (clients send `Authorization: Bearer KEY`), or bind 127.0.0.1",
@@ -168,10 +176,11 @@ def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str
             lora_modules=dict(source.adapters),
             extra_args=list(source.engine_args),
         )
-    if source.adapters:
+    peft = [path for _, path in source.adapters if path.suffix != ".gguf"]
+    if peft:
         raise TuneserveError(
-            "LoRA adapters are served unmerged by vLLM only, and this model runs on llama.cpp",
-            "serve the run's GGUF export instead (`tuneserve export RUN --format gguf`)",
+            f"llama.cpp serves LoRA adapters as GGUF files, and {peft[0]} is a PEFT folder",
+            "convert it (python -m toolkit.export.lora_gguf) or serve the run's GGUF export",
         )
     if scale.pipeline_parallel > 1:
         raise TuneserveError(
@@ -187,7 +196,17 @@ def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str
         threads=None if scale.gpus else scale.cpu_threads,
         visible_devices=devices,
         extra_args=list(source.engine_args),
+        lora_files=[path for _, path in source.adapters],
     )
+
+
+def _adapter_bodies(source: ModelSource, built: Engine) -> dict[str, dict]:
+    """Per served name, the fields that pick its adapter on an engine that swaps adapters per
+    request (llama.cpp); vLLM picks by the model name and needs none."""
+    body_for = getattr(built, "adapter_body", None)
+    if body_for is None:
+        return {}
+    return {name: body_for(index) for index, (name, _) in enumerate(source.adapters)}
 
 
 def _engine_route(
@@ -221,6 +240,10 @@ def _engine_route(
         pool = ReplicaPool(source.name, replicas)
     built = engines[0]
     template = built.chat_template()
+    bodies = _adapter_bodies(source, built)
+    assert source.path is not None
+    identities = [model_identity(source.path)]
+    identities += [model_identity(source.path, (adapter,)) for _, adapter in source.adapters]
     return [
         ModelRoute(
             name,
@@ -232,8 +255,10 @@ def _engine_route(
             upstream_key=built.api_key,
             extra_sampling=built.extra_sampling(),
             pool=pool,
+            extra_body=bodies.get(name, {}),
+            identity=identity,
         )
-        for name in source.served_names
+        for name, identity in zip(source.served_names, identities, strict=True)
     ]
 
 
@@ -322,6 +347,9 @@ def serve_models(
     embeddings: Sequence[str] = (),
     ctx: int | None = None,
     cors_origins: Sequence[str] = (),
+    report_dir: Path | None = None,
+    engine_timeout: float = READ_TIMEOUT,
+    public_metrics: bool = False,
 ) -> Iterator[Served]:
     """Start one engine per model and the gateway in front; stop everything on exit.
 
@@ -332,13 +360,20 @@ def serve_models(
     serves adapters unmerged next to the one base model (vLLM); `engine_args` go verbatim to
     every engine's command line. `embeddings` (NAME=PATH) are served for /v1/embeddings;
     `ctx` caps each request's context (default: what each model was trained with);
-    `cors_origins` lets browser pages from those origins call the gateway.
+    `cors_origins` lets browser pages from those origins call the gateway. `report_dir` (an
+    eval folder) is what the compare page at `/` shows beside the chat: the report and the
+    training run it belongs to. An engine that sends nothing for `engine_timeout` seconds gets
+    its request answered 504. With a key on a non-loopback host, /health and /metrics (which
+    name the served models) need the key too, unless `public_metrics`.
     """
     import uvicorn
 
     from serve.gateway import Gateway
+    from serve.page import find_report_dir
 
     check_bind(host, api_key)
+    if report_dir is not None:
+        report_dir = find_report_dir(Path(report_dir))
     sources = _attach_adapters([parse_model(model) for model in models], lora)
     sources += [dataclasses.replace(parse_model(e), embeddings=True) for e in embeddings]
     if ctx is not None:
@@ -360,7 +395,14 @@ def serve_models(
     with ExitStack() as stack:
         scale = ScaleOut(replicas, gpus, pipeline_parallel)
         routes = _routes(sources, engine, mode, stack, log_dir, ready_timeout, scale)
-        gateway = Gateway(routes, api_key=api_key, cors_origins=cors_origins)
+        gateway = Gateway(
+            routes,
+            api_key=api_key,
+            cors_origins=cors_origins,
+            report_dir=report_dir,
+            engine_timeout=engine_timeout,
+            key_for_status=bool(api_key) and not is_loopback(host) and not public_metrics,
+        )
         for pool in {id(r.pool): r.pool for r in routes if r.pool is not None}.values():
             pool.register_metrics(gateway.registry)
         config = uvicorn.Config(
@@ -411,6 +453,7 @@ def run_forever(models: Sequence[str | Path | ModelSource], **options: object) -
             click.echo(f"serving {', '.join(served.names)} at {served.base_url}", err=True)
             for name in served.names:
                 click.echo(f"  {name}  (aliases {name}:thinking, {name}:chat)", err=True)
+            click.echo(f"compare page: {served.root_url}/", err=True)
             stop.wait()
             click.echo("stopping", err=True)
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -16,6 +18,11 @@ Then any OpenAI client: base_url http://127.0.0.1:8000/v1, model "tuned" (or "tu
 Scale out: --replicas 2 (two engines, least-busy routing), --gpus 2 (vLLM tensor parallel).
 
 Adapters unmerged (vLLM): tuneserve serve models/base/qwen3 --lora tuned=models/runs/x/adapter
+On llama.cpp, as GGUF LoRA files: tuneserve serve base.gguf --lora tuned=tuned-lora.gguf
+(python -m toolkit.export.lora_gguf converts; needs the native llama-server)
+
+Compare page: open http://127.0.0.1:8000/ (add --report models/runs/NAME/eval for the eval
+report and the training run beside the chat).
 
 Embeddings: tuneserve serve tuned=x.gguf --embeddings embed=x.gguf (POST /v1/embeddings, model "embed")""",
 )
@@ -27,6 +34,12 @@ Embeddings: tuneserve serve tuned=x.gguf --embeddings embed=x.gguf (POST /v1/emb
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option(
     "--api-key", default=None, envvar="TUNESERVE_API_KEY", help="Require this Bearer key."
+)
+@click.option(
+    "--public-metrics",
+    is_flag=True,
+    help="Serve /health and /metrics without the key on a non-loopback --host (they name "
+    "the served models; on loopback they are always open).",
 )
 @click.option(
     "--mode",
@@ -43,6 +56,14 @@ Embeddings: tuneserve serve tuned=x.gguf --embeddings embed=x.gguf (POST /v1/emb
     show_default=True,
     type=float,
     help="Seconds each engine may take to answer (vLLM engines sharing a GPU load in turn).",
+)
+@click.option(
+    "--engine-timeout",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds an engine may send nothing (no reply, no next chunk) before the request gets "
+    "a 504; a request that does not stream waits for its whole generation.",
 )
 @click.option(
     "--replicas",
@@ -68,7 +89,8 @@ Embeddings: tuneserve serve tuned=x.gguf --embeddings embed=x.gguf (POST /v1/emb
     "--lora",
     multiple=True,
     metavar="NAME=ADAPTER",
-    help="Serve a LoRA adapter unmerged on the base MODEL, as model NAME (vLLM; repeatable).",
+    help="Serve a LoRA adapter unmerged on the base MODEL, as model NAME (repeatable): a PEFT "
+    "folder on vLLM, a GGUF LoRA file on llama.cpp.",
 )
 @click.option(
     "--engine-arg",
@@ -96,15 +118,25 @@ Embeddings: tuneserve serve tuned=x.gguf --embeddings embed=x.gguf (POST /v1/emb
     metavar="ORIGIN",
     help="Let browser pages from ORIGIN call the API, e.g. http://localhost:3000 ('*': any). Off by default.",
 )
+@click.option(
+    "--report",
+    "report_dir",
+    default=None,
+    type=click.Path(path_type=Path),
+    metavar="DIR",
+    help="Eval report folder (models/runs/NAME/eval) the page at / shows with its run.",
+)
 def serve_command(
     models: tuple[str, ...],
     engine: str,
     host: str,
     port: int,
     api_key: str | None,
+    public_metrics: bool,
     mode: str | None,
     name: str | None,
     ready_timeout: float,
+    engine_timeout: float,
     replicas: int,
     gpus: int | None,
     pipeline_parallel: int,
@@ -113,6 +145,7 @@ def serve_command(
     embeddings: tuple[str, ...],
     ctx: int | None,
     cors_origins: tuple[str, ...],
+    report_dir: Path | None,
 ) -> None:
     """Serve MODEL... (GGUF files or merged16 folders, optionally NAME=PATH) behind an
     OpenAI-compatible gateway with per-mode sampling defaults."""
@@ -129,8 +162,10 @@ def serve_command(
         host=host,
         port=port,
         api_key=api_key,
+        public_metrics=public_metrics,
         mode=mode,
         ready_timeout=ready_timeout,
+        engine_timeout=engine_timeout,
         replicas=replicas,
         gpus=gpus,
         pipeline_parallel=pipeline_parallel,
@@ -139,4 +174,5 @@ def serve_command(
         embeddings=embeddings,
         ctx=ctx,
         cors_origins=cors_origins,
+        report_dir=report_dir,
     )

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import (
@@ -31,14 +32,17 @@ from serve.embeddings import create_embeddings
 from serve.engines.base import Engine
 from serve.engines.llamacpp import chat_to_completion, completion_to_chat
 from serve.fanout import fan_out
+from serve.identity import Identity
 from serve.legacy_completions import LegacyShape
 from serve.model_list import get_model, list_models
 from serve.modes import Mode, apply_defaults, resolve_mode, split_alias
+from serve.page import page_routes
 from serve.protocol import (
     MAX_BODY_BYTES,
     GatewayError,
     check_engine_takes,
     cors_app,
+    engine_error,
     error_response,
     legacy_shape,
     upstream_error,
@@ -47,6 +51,7 @@ from serve.protocol import (
 )
 from serve.reasoning import split_chat_response
 from serve.replicas import ReplicaPool
+from serve.request_body import read_json_body
 from serve.responses import create_response
 from serve.streaming import (
     EventStream,
@@ -58,7 +63,7 @@ from serve.streaming import (
 from serve.supervisor import Supervisor
 from serve.tool_calls import parse_response
 from serve.tools import completion_grammar, read_tool_plan, shape_for_engine
-from serve.upstream import UpstreamError, UpstreamPool, UpstreamResponse
+from serve.upstream import READ_TIMEOUT, UpstreamError, UpstreamPool, UpstreamResponse
 
 logger = logging.getLogger(__name__)
 # The hot path: these skip Starlette's routing and middleware (see Gateway.__call__).
@@ -78,6 +83,9 @@ class ModelRoute:
     upstream_key: str | None = None
     extra_sampling: dict[str, float] = field(default_factory=dict)
     pool: ReplicaPool | None = None  # --replicas N: several engines behind this name
+    # fields this name always sends, e.g. llama.cpp's per-request `lora` picking its adapter
+    extra_body: dict[str, Any] = field(default_factory=dict)
+    identity: Identity | None = None  # what files it serves, shown in /v1/models
 
     @property
     def up(self) -> bool:
@@ -102,6 +110,7 @@ class _Prepared:
     in_reasoning: bool = False
     thinking_closed: bool = False
     upstream: str | None = None  # the replica picked for this request (else route.upstream)
+    upstream_key: str | None = None  # that replica's own engine key (else route.upstream_key)
     payload: bytes = b""  # the body as sent to the engine, encoded once in _prepare
     parse_tools: bool = False  # the gateway turns `<tool_call>` text into tool_calls
     legacy: LegacyShape | None = None  # completions reshaped as OpenAI's (llama-server)
@@ -119,12 +128,19 @@ class Gateway:
         api_key: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         cors_origins: Sequence[str] = (),
+        report_dir: Path | None = None,
+        engine_timeout: float = READ_TIMEOUT,
+        key_for_status: bool = False,
     ) -> None:
+        """`report_dir`: the eval report (and the run around it) the compare page shows."""
         self.routes = {route.name: route for route in routes}
         self.api_key = api_key or None  # an empty key (TUNESERVE_API_KEY="") means no key
+        # /health and /metrics list the served model names: behind the key too when asked
+        # (serve_models asks on a non-loopback bind, unless --public-metrics)
+        self.key_for_status = key_for_status
         self.max_body_bytes = max_body_bytes
         # One pool of keep-alive engine connections for every upstream call.
-        self.upstreams = UpstreamPool()
+        self.upstreams = UpstreamPool(read_timeout=engine_timeout)
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "tuneserve_requests",
@@ -162,6 +178,7 @@ class Gateway:
                 HttpRoute("/v1/embeddings", self.embeddings, methods=["POST"]),
                 HttpRoute("/health", self.health, methods=["GET"]),
                 HttpRoute("/metrics", self.metrics, methods=["GET"]),
+                *page_routes(self._check_key, report_dir),  # the compare page at /
             ],
             lifespan=self._lifespan,
             exception_handlers={HTTPException: _http_error, Exception: _internal_error},
@@ -206,6 +223,8 @@ class Gateway:
         return await create_embeddings(self, request)
 
     async def health(self, request: Request) -> Response:
+        if self.key_for_status and (denied := self._check_key(request)) is not None:
+            return denied
         states = {name: "ready" if route.up else "down" for name, route in self.routes.items()}
         healthy = all(state == "ready" for state in states.values())
         return JSONResponse(
@@ -214,6 +233,8 @@ class Gateway:
         )
 
     async def metrics(self, request: Request) -> Response:
+        if self.key_for_status and (denied := self._check_key(request)) is not None:
+            return denied
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     # --- completions -----------------------------------------------------------------------
@@ -235,7 +256,7 @@ class Gateway:
         if (denied := self._check_key(request)) is not None:
             return denied
         try:
-            return await self._read_json(request)
+            return await read_json_body(request.receive, request.headers, self.max_body_bytes)
         except GatewayError as exc:
             return error_response(exc.status, exc.message, exc.param, exc.code)
 
@@ -246,7 +267,7 @@ class Gateway:
         try:
             prepared = self._prepare(body, chat)
         except GatewayError as exc:
-            return error_response(exc.status, exc.message, exc.param, exc.code)
+            return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
         route = prepared.route
         try:
             if not route.up:
@@ -287,27 +308,6 @@ class Gateway:
             "invalid or missing API key (send `Authorization: Bearer KEY`)",
             code="invalid_api_key",
         )
-
-    async def _read_json(self, request: Request) -> dict:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise GatewayError(413, f"request body is larger than {self.max_body_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise GatewayError(413, f"request body is larger than {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-        try:
-            # strict UTF-8: json.loads(bytes) would let encoded surrogates through to the engine
-            body = json.loads(b"".join(chunks).decode("utf-8"))
-        except ValueError as exc:  # bad JSON, bad UTF-8, an integer of 4300+ digits
-            raise GatewayError(400, f"request body is not valid JSON: {str(exc)[:200]}") from None
-        except RecursionError:  # the decoder recurses once per nesting level
-            raise GatewayError(400, "request body is nested too deeply") from None
-        if not isinstance(body, dict):
-            raise GatewayError(400, "request body must be a JSON object")
-        return body
 
     async def relay(self, request: Request, route: ModelRoute, path: str, body: dict) -> Response:
         """POST `body` as it is to `path` on the route's engine; the engine's answer, with
@@ -352,6 +352,7 @@ class Gateway:
         body["model"] = route.name
         for key, value in route.extra_sampling.items():
             body.setdefault(key, value)
+        body.update(route.extra_body)
         headers = {"x-tuneserve-mode": mode, "x-tuneserve-sampling": sent.header()}
         prepared = _Prepared(
             route, "/v1/chat/completions" if chat else "/v1/completions", body, mode, headers, chat
@@ -397,8 +398,9 @@ class Gateway:
 
     async def _send_upstream(self, prepared: _Prepared) -> UpstreamResponse:
         headers = {}
-        if prepared.route.upstream_key:
-            headers["authorization"] = f"Bearer {prepared.route.upstream_key}"
+        key = prepared.upstream_key if prepared.upstream else prepared.route.upstream_key
+        if key:
+            headers["authorization"] = f"Bearer {key}"
         try:
             return await self.upstreams.request(
                 prepared.upstream or prepared.route.upstream,
@@ -407,22 +409,14 @@ class Gateway:
                 headers,
             )
         except UpstreamError as exc:
-            raise self._engine_down(prepared, exc) from None
-
-    def _engine_down(self, prepared: _Prepared, exc: Exception) -> GatewayError:
-        cause = exc.__cause__ if isinstance(exc, UpstreamError) and exc.__cause__ else exc
-        return GatewayError(
-            503,
-            f"the engine for {prepared.route.name!r} is unreachable "
-            f"({type(cause).__name__}); it is being restarted",
-        )
+            raise engine_error(prepared.route.name, exc) from None
 
     async def _fetch(self, prepared: _Prepared) -> tuple[int, bytes]:
         upstream = await self._send_upstream(prepared)
         try:
             return upstream.status_code, await upstream.read()
         except UpstreamError as exc:
-            raise self._engine_down(prepared, exc) from None
+            raise engine_error(prepared.route.name, exc) from None
 
     async def _forward(self, request: Request, prepared: _Prepared) -> Response:
         call = asyncio.ensure_future(self._fetch(prepared))
@@ -457,7 +451,7 @@ class Gateway:
             try:
                 content = await upstream.read()
             except UpstreamError as exc:
-                raise self._engine_down(prepared, exc) from None
+                raise engine_error(prepared.route.name, exc) from None
             status = upstream_status(upstream.status_code, content)
             return upstream_error(status, content, prepared.headers)
         pieces = engine_pieces(upstream)

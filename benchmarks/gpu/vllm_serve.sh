@@ -39,6 +39,10 @@ until python3 -c "import httpx, sys; sys.exit(httpx.get('$gateway/v1/models', he
   sleep 2
 done
 engine=$(grep -o -- '--port [0-9]*' "$logs/tuned.log" | head -1 | cut -d' ' -f2)
+# Engines answer only their gateway: tuneserve gives each a random key through its environment
+# (VLLM_API_KEY). The direct measurements below read it there (same user; never on argv).
+engine_pid=$(pgrep -f -- "--port $engine( |$)" | head -1)
+engine_key=$(tr '\0' '\n' < "/proc/$engine_pid/environ" | sed -n 's/^VLLM_API_KEY=//p')
 if [ ! -s "$RESULTS/vllm_startup.txt" ]; then
   echo "gateway and both vLLM engines ready after $(($(date +%s) - $(cat "$startfile"))) s (engines started one after another)" | tee "$RESULTS/vllm_startup.txt"
   for model in tuned base; do
@@ -49,14 +53,16 @@ echo "tuned's vLLM engine listens on $engine"
 [ "${1:-}" = ready ] && { echo "tuneserve serve ready (pid $pid), left running"; trap - EXIT; exit 0; }
 
 # vLLM's own response shapes (straight from the engine), to check the gateway's fixtures against.
-python3 - "$engine" "$RESULTS" <<'PY'
+python3 - "$engine" "$RESULTS" "$engine_key" <<'PY'
 import json, sys, httpx
 url, out = f"http://127.0.0.1:{sys.argv[1]}/v1/chat/completions", sys.argv[2]
+auth = {"Authorization": f"Bearer {sys.argv[3]}"}
 body = {"model": "tuned", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 12,
         "min_tokens": 12, "seed": 1}
-open(f"{out}/vllm_chat_completion.json", "w").write(httpx.post(url, json=body, timeout=60).text)
+open(f"{out}/vllm_chat_completion.json", "w").write(
+    httpx.post(url, json=body, headers=auth, timeout=60).text)
 stream = {**body, "stream": True, "stream_options": {"include_usage": True}}
-with httpx.stream("POST", url, json=stream, timeout=60) as response:
+with httpx.stream("POST", url, json=stream, headers=auth, timeout=60) as response:
     open(f"{out}/vllm_chat_stream.txt", "w").write("".join(response.iter_text()))
 PY
 
@@ -67,7 +73,7 @@ python3 -m pytest -m gpu tests/serve/test_vllm_gpu.py -k "not sigterm" -p no:cac
 collect
 
 python3 benchmarks/gateway_overhead.py --gateway-url "$gateway" --engine-url "http://127.0.0.1:$engine" \
-  --model tuned --api-key "$key" --streams 1,8,32,64 --requests-per-stream "$per_stream" --max-tokens "$max_tokens" \
+  --model tuned --api-key "$key" --engine-api-key "$engine_key" --streams 1,8,32,64 --requests-per-stream "$per_stream" --max-tokens "$max_tokens" \
   --client-procs 4 --rounds "$rounds" --label "vLLM 0.26.0, ${VLLM_SHAPE:-0.6b} Qwen3${eager[*]:+, eager}" \
   --out "$RESULTS/gateway_overhead_vllm.md"
 
@@ -78,7 +84,7 @@ python3 -m toolkit.cli eval --suite heldout --suite guard --model base --model t
 echo "eval wall: $((SECONDS - eval_started)) s" | tee -a "$RESULTS/eval.txt"
 
 [ "$quick" = 1 ] || python3 benchmarks/eval_throughput.py --url "http://127.0.0.1:$engine/v1" --model tuned \
-  --concurrency 1,8,32,64 --requests 100 --repeats 2 --max-tokens 16 \
+  --api-key "$engine_key" --concurrency 1,8,32,64 --requests 100 --repeats 2 --max-tokens 16 \
   --label "vLLM 0.26.0 direct" --out "$RESULTS/eval_throughput_vllm_direct.md"
 python3 benchmarks/eval_throughput.py --url "$gateway/v1" --model tuned --api-key "$key" \
   --concurrency "$([ "$quick" = 1 ] && echo 64 || echo 8,64)" --requests 100 --repeats "$rounds" --max-tokens 16 \

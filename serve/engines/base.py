@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -23,15 +24,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def new_engine_key() -> str:
+    """A fresh random key per engine: only the gateway that started it knows it."""
+    return secrets.token_urlsafe(32)
+
+
 @dataclass
 class Engine(ABC):
-    """One engine process serving one model under `name` on 127.0.0.1:`port`."""
+    """One engine process serving one model under `name` on 127.0.0.1:`port`.
+
+    Every engine requires `api_key` (random unless given): the gateway checks the client's key
+    and applies the mode's sampling, so a local process calling the engine's port directly
+    must not get around either. The key reaches the engine through its environment
+    (`key_environment`), never its command line, which `ps` and the engine log show.
+    """
 
     name: str
     model_path: Path
     port: int = field(default_factory=free_port)
     host: str = "127.0.0.1"
-    api_key: str | None = None
+    api_key: str | None = field(default_factory=new_engine_key, repr=False)
     visible_devices: str | None = None  # CUDA_VISIBLE_DEVICES of this engine (a replica's GPUs)
     # `tuneserve serve --engine-arg`: passed through verbatim after the launcher's own flags
     extra_args: list[str] = field(default_factory=list)
@@ -64,10 +76,15 @@ class Engine(ABC):
         return f"{self.base_url}/v1/models"
 
     def env(self) -> dict[str, str]:
-        """Extra environment variables for the child."""
+        """Extra environment variables for the child: its devices and its key."""
+        extra = self.key_environment() if self.api_key else {}
         if self.visible_devices is not None:
-            return {"CUDA_VISIBLE_DEVICES": self.visible_devices}
-        return {}
+            extra["CUDA_VISIBLE_DEVICES"] = self.visible_devices
+        return extra
+
+    @abstractmethod
+    def key_environment(self) -> dict[str, str]:
+        """The variable(s) through which this engine reads `api_key`."""
 
     def chat_template(self) -> str | None:
         """The model's chat template, when the gateway can read it."""

@@ -19,12 +19,13 @@ import os
 import shutil
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar
 
 from serve.chat_template import render_chat
-from serve.engines.base import Engine
+from serve.engines.base import Engine, EngineError
 from serve.modes import template_knows_thinking
 from toolkit.errors import TuneserveError
 
@@ -42,6 +43,9 @@ class LlamaCppEngine(Engine):
     threads: int | None = None
     parallel: int = 4  # native llama-server slots (continuous batching)
     gpus: int = 0  # >0: every layer offloaded, split by layer across this many GPUs
+    # GGUF LoRA adapters loaded beside the model at scale 0; a request picks one with
+    # `lora: [{"id": i, "scale": 1}]` (the gateway adds it for the adapter's served name)
+    lora_files: list[Path] = field(default_factory=list)
 
     kind: ClassVar[str] = "llamacpp"
 
@@ -74,7 +78,25 @@ class LlamaCppEngine(Engine):
                 argv += ["--embeddings"]
                 argv += [] if self._metadata["pooling"] else ["--pooling", "mean"]
             argv += gpu_split_flags(self.gpus, native=True)
-            return argv + (["--api-key", self.api_key] if self.api_key else [])
+            # Loaded at scale 0, so a request without `lora` (the model's own name) is the base:
+            # this llama-server applies the load-time scales to such requests, and
+            # --lora-init-without-apply does not change those (seen: the base answered as the
+            # adapter).
+            for adapter in self.lora_files:
+                if {",", ":"} & set(str(adapter)):
+                    raise EngineError(
+                        f"LoRA path {adapter} has ',' or ':', which llama-server's "
+                        "--lora-scaled cannot read",
+                        "move or rename the file",
+                    )
+                argv += ["--lora-scaled", f"{adapter}:0"]
+            return argv
+        if self.lora_files:
+            raise EngineError(
+                "LoRA adapters per request need the native llama-server; llama-cpp-python's "
+                "server applies one adapter to every request",
+                "build it: python -m serve.engines.build_llama_server",
+            )
         if self.embeddings:
             raise TuneserveError(
                 f"--embeddings {self.name}: llama-cpp-python's server cannot pool a chat "
@@ -86,8 +108,15 @@ class LlamaCppEngine(Engine):
         # Without this, a second request silently truncates the stream of the first.
         argv += ["--interrupt_requests", "False", "--n_ctx", str(self.context)]
         argv += ["--n_threads", threads, "--n_threads_batch", threads]
-        argv += gpu_split_flags(self.gpus, native=False)
-        return argv + (["--api_key", self.api_key] if self.api_key else [])
+        return argv + gpu_split_flags(self.gpus, native=False)
+
+    def key_environment(self) -> dict[str, str]:
+        if self.native_binary:
+            return {"LLAMA_API_KEY": self.api_key or ""}  # llama-server's env for --api-key
+        # llama-cpp-python's server reads its settings (pydantic-settings, no prefix) from the
+        # environment too: API_KEY. Its __main__ also lets $HOST/$PORT win over --host/--port,
+        # so a HOST or PORT the user's shell happens to export must not move the engine.
+        return {"API_KEY": self.api_key or "", "HOST": self.host, "PORT": str(self.port)}
 
     def extra_sampling(self) -> dict[str, float]:
         return {"repeat_penalty": 1.0}
@@ -96,6 +125,11 @@ class LlamaCppEngine(Engine):
     def context(self) -> int:
         """Tokens one request may use: `n_ctx` when given, else the model's trained context."""
         return self.n_ctx or self._metadata["context_length"] or DEFAULT_CTX
+
+    def adapter_body(self, index: int) -> dict[str, Any]:
+        """What a request to the adapter loaded `index`-th adds: that adapter at full scale
+        (the others stay at 0)."""
+        return {"lora": [{"id": index, "scale": 1.0}]}
 
     @cached_property
     def _metadata(self) -> dict[str, Any]:

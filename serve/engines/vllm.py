@@ -109,6 +109,9 @@ class VllmEngine(Engine):
             argv += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
         if template_knows_thinking(self.chat_template()) and not self.embeddings:
             argv += ["--reasoning-parser", "qwen3"]
-        if self.api_key:
-            argv += ["--api-key", self.api_key]
         return argv
+
+    def key_environment(self) -> dict[str, str]:
+        # vLLM's server takes `args.api_key or [envs.VLLM_API_KEY]` (entrypoints/openai
+        # api_server.py) and then requires `Authorization: Bearer KEY` on every /v1 path.
+        return {"VLLM_API_KEY": self.api_key or ""}

@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from evals.api import run_eval
+from tests.conftest import REPO
 from toolkit.cli import main
 
 pytestmark = pytest.mark.slow
@@ -87,6 +88,7 @@ def test_gate_exits_1_on_a_planted_regression_and_0_otherwise(endpoint, tmp_path
     planted = json.loads((tmp_path / "a" / "report.json").read_text())
     for stats in planted["models"]:
         stats["score"] += 0.5  # a baseline the model cannot meet
+        del stats["item_scores"]  # as an older report: compared by score, not item by item
     (tmp_path / "high.json").write_text(json.dumps(planted))
     failed = CliRunner().invoke(
         main, [*common, "--baseline", str(tmp_path / "high.json"), "--fail-on-regression", "0.05"]
@@ -133,7 +135,8 @@ def test_killed_eval_resumes_from_its_cache_without_repeating_requests(endpoint,
         max_tokens=24,
         progress=False,
     )
-    assert requests_served(endpoint) - served_before == 16 - done_before
+    # every item twice: the answer and the noise floor's repeat, each under its own cache key
+    assert requests_served(endpoint) - served_before == 2 * 16 - done_before
     served_again = requests_served(endpoint)
     run_eval(
         suites=[str(suite)],
@@ -144,3 +147,39 @@ def test_killed_eval_resumes_from_its_cache_without_repeating_requests(endpoint,
         progress=False,
     )
     assert requests_served(endpoint) == served_again  # a repeated eval costs nothing
+
+
+def test_greedy_scores_repeat_across_runs_and_engines_with_a_zero_noise_floor(endpoint, tmp_path):
+    """The A/A check: one GGUF behind two names (two engines), asked twice from empty caches."""
+    suite = small_suite(tmp_path, 12)
+    guard = tmp_path / "guard.jsonl"  # a slice of the guard's kinds keeps this short
+    lines = (REPO / "evals" / "suites" / "guard.jsonl").read_text().splitlines()
+    guard.write_text("\n".join(lines[::15]) + "\n")
+    runs = [
+        run_eval(
+            suites=[str(suite), str(guard)],
+            models=["base", "other"],
+            base_url=endpoint.base_url,
+            report_dir=tmp_path / f"run{i}",
+            max_tokens=24,
+            progress=False,
+        ).data
+        for i in range(2)
+    ]
+    for data in runs:
+        for pair in data["comparisons"]:  # base vs the same model on another engine
+            assert (pair["wins"], pair["losses"], pair["delta"]) == (0, 0, 0.0), pair
+            assert pair["noninferior"] and list(pair["delta_ci"]) == [0.0, 0.0]
+        assert {f["suite"] for f in data["noise_floor"]} == {"small", "guard"}
+        assert all(f["wins"] + f["losses"] == 0 for f in data["noise_floor"])
+        assert data["meta"]["decoding"] == {"small": "greedy", "guard": "greedy"}
+    items = [{(s["suite"], s["model"]): s["item_scores"] for s in d["models"]} for d in runs]
+    assert items[0] == items[1]  # the same scores, item by item, on every run
+    answers = [
+        sorted(
+            json.loads(line)["answer"]["output"]
+            for line in (tmp_path / f"run{i}" / "responses.jsonl").open()
+        )
+        for i in range(2)
+    ]
+    assert answers[0] == answers[1]

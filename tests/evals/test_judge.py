@@ -62,10 +62,18 @@ def test_endpoint_resolution_item_over_flags_over_the_evaluated_endpoint(monkeyp
         "k",
     )
     item = JudgeConfig(base_url="http://j/v1", model="m", api_key_env="JUDGE_KEY")
-    endpoint = resolve_endpoint(item, flags, "http://e/v1", "k")
+    endpoint = resolve_endpoint(item, flags, "http://e/v1", "k", allowed=["http://j/v1/"])
     assert (endpoint.base_url, endpoint.model, endpoint.api_key) == ("http://j/v1", "m", "from-env")
+    with pytest.raises(TuneserveError, match=r"\$JUDGE_KEY .* http://j/v1") as caught:
+        resolve_endpoint(item, flags, "http://e/v1", "k")  # a host only the data file names
+    assert "--allow-judge http://j/v1" in caught.value.hint
     endpoint = resolve_endpoint(JudgeConfig(base_url="http://j/v1"), flags, "http://e/v1", "k")
     assert endpoint.api_key is None  # the evaluated endpoint's key never goes to another host
+    flagged = JudgeConfig(model="flag-model", base_url="http://cli/v1", api_key="cli-key")
+    assert resolve_endpoint(None, flagged, "http://e/v1", "k").api_key == "cli-key"
+    item = JudgeConfig(base_url="http://j/v1")
+    assert resolve_endpoint(item, flagged, "http://e/v1", "k").api_key is None  # nor the flag's
+    assert resolve_endpoint(item, flagged, "http://e/v1", "k", ["http://j/v1"]).api_key == "cli-key"
     with pytest.raises(TuneserveError, match="needs a judge model") as caught:
         resolve_endpoint(None, JudgeConfig(), "http://e/v1", None)
     assert "--judge-model" in caught.value.hint

@@ -86,10 +86,12 @@ def test_statistics():
 
 
 def test_gate_against_first_model_and_a_saved_baseline():
+    pair = {"suite": "guard", "model": "tuned", "baseline": "base", "delta": -0.2}
     report = {
-        "comparisons": [{"suite": "guard", "model": "tuned", "baseline": "base", "delta": -0.2}],
+        "comparisons": [{**pair, "delta_ci": [-0.28, -0.12]}],
         "models": [{"suite": "guard", "model": "tuned", "score": 0.5}],
     }
-    assert regressions(report, 0.1) and not regressions(report, 0.3)
+    # non-inferiority: the interval's lower bound, not the point delta, meets the threshold
+    assert regressions(report, 0.1) and regressions(report, 0.25) and not regressions(report, 0.3)
     saved = {"models": [{"suite": "guard", "model": "tuned", "score": 0.7}]}
     assert regressions(report, 0.1, saved) and not regressions(report, 0.25, saved)

@@ -82,6 +82,8 @@ def tiny_run(base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def _copy_run(source: Path, disk: Path, merged: Path | None = None) -> Path:
     """The run on the small disk; `merged`, when given, stands in as its finished merged16 (the
     base model itself: converting it costs the same, and no merge has to run first)."""
+    from toolkit.export import adapter_fingerprint
+
     run = disk / "runs" / source.name
     run.mkdir(parents=True)
     for name in ("recipe.yaml", "adapter", "data"):
@@ -89,7 +91,9 @@ def _copy_run(source: Path, disk: Path, merged: Path | None = None) -> Path:
         copy(source / name, run / name)
     if merged is not None:
         shutil.copytree(merged, run / "merged16")
-        (run / "manifest.json").write_text(json.dumps({"exports": {"merged16": {"path": "x"}}}))
+        # recorded as this adapter's merge, so export reuses it instead of merging again
+        record = {"path": "x", "adapter": adapter_fingerprint(run / "adapter")}
+        (run / "manifest.json").write_text(json.dumps({"exports": {"merged16": record}}))
     return run
 
 

@@ -84,12 +84,13 @@ class Recorder:
             name, path = request.path_params["name"], request.path_params["path"]
             body = await request.body()
             self.bodies.append(json.loads(body))
+            # the gateway's key for the engine, passed on (every engine requires its own)
+            headers = {"content-type": "application/json"}
+            if "authorization" in request.headers:
+                headers["authorization"] = request.headers["authorization"]
             upstream = await client.send(
                 client.build_request(
-                    "POST",
-                    f"{self.targets[name]}/{path}",
-                    content=body,
-                    headers={"content-type": "application/json"},
+                    "POST", f"{self.targets[name]}/{path}", content=body, headers=headers
                 ),
                 stream=True,
             )

@@ -96,7 +96,7 @@ def test_each_replica_gets_its_own_block_of_gpus(monkeypatch):
     with pytest.raises(TuneserveError, match="needs 4 GPUs"):
         device_groups(2, 2, "0,1")
     engine = LlamaCppEngine(name="m", model_path=Path("m.gguf"), visible_devices="2,3")
-    assert engine.env() == {"CUDA_VISIBLE_DEVICES": "2,3"}
+    assert engine.env()["CUDA_VISIBLE_DEVICES"] == "2,3"
 
 
 class FakeSupervisor:
@@ -126,7 +126,7 @@ def test_an_unreachable_replica_is_ejected_retried_elsewhere_and_rejoins_after_r
     async def send(request, prepared):  # noqa: ANN001
         calls.append(prepared.upstream)
         if prepared.upstream == "http://r0":
-            raise GatewayError(503, "unreachable")
+            raise GatewayError(503, "unreachable", unsent=True)
         return "ok"
 
     class Prepared:
@@ -142,6 +142,24 @@ def test_an_unreachable_replica_is_ejected_retried_elsewhere_and_rejoins_after_r
     pool.replicas[0].eject()
     with pytest.raises(GatewayError, match="every replica"):
         asyncio.run(pool.send(send, None, Prepared()))
+
+
+def test_a_request_that_reached_a_replica_is_not_sent_to_another():
+    """The replica broke off after the request was written: it may be generating it, so the
+    503 goes to the client instead of a second generation on the other replica."""
+    pool = _pool(2)
+    calls: list[str] = []
+
+    async def send(request, prepared):  # noqa: ANN001
+        calls.append(prepared.upstream)
+        raise GatewayError(503, "the engine closed the connection")  # sent: not `unsent`
+
+    class Prepared:
+        upstream = None
+
+    with pytest.raises(GatewayError, match="closed the connection"):
+        asyncio.run(pool.send(send, None, Prepared()))
+    assert len(calls) == 1 and sum(not r.up for r in pool.replicas) == 1  # ejected all the same
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,11 @@ import asyncio
 
 import pytest
 
-from serve.upstream import UpstreamError, UpstreamPool
+import serve.upstream
+from serve.upstream import UpstreamError, UpstreamPool, UpstreamTimeout, UpstreamTooLarge
 
+HANG = b"hang"  # read the request, never answer (a wedged engine)
+DROP = b"drop"  # read the request, then close without answering (a crash mid-generation)
 CHUNKED = (
     b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
     b"7\r\ndata: 1\r\n5\r\n\n\ndat\r\n7\r\na: 2\n\n\n\r\n0\r\n\r\n"
@@ -41,7 +44,12 @@ class Engine:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
                 self.requests.append(head + await reader.readexactly(length))
-                writer.write(self.responses.pop(0))
+                response = self.responses.pop(0)
+                if response == HANG:
+                    await asyncio.sleep(3600)
+                if response == DROP:
+                    break
+                writer.write(response)
                 await writer.drain()
                 served += 1
                 if self.close_after is not None and served >= self.close_after:
@@ -121,3 +129,134 @@ def test_a_response_cut_mid_body_is_an_upstream_error():
                 await response.read()
 
     run(scenario())
+
+
+def test_a_wedged_engine_times_out_instead_of_holding_the_request():
+    async def scenario() -> None:
+        async with Engine([HANG]) as engine:
+            pool = UpstreamPool(read_timeout=0.3)
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(UpstreamTimeout):
+                await pool.request(engine.url, "/x", b"{}")
+            assert asyncio.get_running_loop().time() - started < 2
+
+    run(scenario())
+
+
+def test_a_stream_that_stops_mid_body_times_out():
+    stalled = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n"
+
+    async def scenario() -> None:
+        async with Engine([stalled]) as engine:  # the head and one chunk, then nothing
+            response = await UpstreamPool(read_timeout=0.3).request(engine.url, "/x", b"{}")
+            pieces = []
+            with pytest.raises(UpstreamTimeout):
+                async for piece in response.iter_raw():
+                    pieces.append(piece)
+            assert pieces == [b"hello"]
+            response.close()
+
+    run(scenario())
+
+
+def test_a_request_the_engine_may_have_seen_is_never_sent_again():
+    """The engine read the request on a kept-alive connection, then dropped it: it may have
+    been generating, so sending it again (here or on a fresh connection) could run it twice."""
+
+    async def scenario() -> None:
+        async with Engine([SIZED, DROP, SIZED]) as engine:
+            pool = UpstreamPool()
+            assert await (await pool.request(engine.url, "/x", b"{}")).read() == b"{}"
+            with pytest.raises(UpstreamError) as caught:
+                await pool.request(engine.url, "/x", b'{"n": 2}')
+            assert caught.value.sent is True
+            assert [r.endswith(b'{"n": 2}') for r in engine.requests] == [False, True]
+
+    run(scenario())
+
+
+def test_an_idle_connection_past_its_age_is_not_reused(monkeypatch):
+    """Engines close idle keep-alive connections after ~5 s; a request written just as that
+    happens is lost, so an old idle connection is closed rather than reused."""
+    monkeypatch.setattr(serve.upstream, "MAX_IDLE_SECONDS", 0.05)
+
+    async def scenario() -> None:
+        async with Engine([SIZED, SIZED, SIZED]) as engine:
+            pool = UpstreamPool()
+            for _ in range(2):
+                assert await (await pool.request(engine.url, "/x", b"{}")).read() == b"{}"
+            assert engine.connections == 1  # fresh: reused
+            await asyncio.sleep(0.1)
+            assert await (await pool.request(engine.url, "/x", b"{}")).read() == b"{}"
+            assert engine.connections == 2
+
+    run(scenario())
+
+
+def test_only_a_connection_never_made_is_marked_unsent():
+    async def scenario() -> None:
+        async with Engine([]) as engine:
+            url = engine.url
+        with pytest.raises(UpstreamError) as caught:
+            await UpstreamPool().request(url, "/x", b"{}")
+        assert caught.value.sent is False
+
+    run(scenario())
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2000000\r\n\r\n" + b"x" * 2_000_000,
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"%x\r\n" % 2_000_000
+        + b"x" * 2_000_000
+        + b"\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"".join(b"%x\r\n" % 100_000 + b"x" * 100_000 + b"\r\n" for _ in range(20))
+        + b"0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n" + b"x" * 2_000_000,
+    ],
+    ids=["content-length", "one-huge-chunk", "many-chunks", "until-close"],
+)
+def test_a_body_past_the_limit_is_refused(response):
+    async def scenario() -> None:
+        async with Engine([response], close_after=1) as engine:
+            pool = UpstreamPool(max_bytes=1_000_000)
+            upstream = await pool.request(engine.url, "/x", b"{}")
+            with pytest.raises(UpstreamTooLarge):
+                await upstream.read()
+
+    run(scenario())
+
+
+def test_the_gateway_answers_504_when_its_engine_is_wedged(tmp_path):
+    """Through a real gateway and the openai client: a clear 504, not a request held forever."""
+    import openai
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    from serve.app import ModelSource, serve_models
+    from tests.serve.conftest import _run_in_thread
+
+    async def wedged(request):  # noqa: ANN001, ANN202
+        await asyncio.sleep(3600)
+
+    url, server, thread = _run_in_thread(
+        Starlette(routes=[Route("/v1/chat/completions", wedged, methods=["POST"])])
+    )
+    try:
+        with serve_models(
+            [ModelSource(name="stuck", url=url)], log_dir=tmp_path, engine_timeout=0.5
+        ) as served:
+            client = openai.OpenAI(base_url=served.base_url, api_key="none", max_retries=0)
+            with pytest.raises(openai.APIStatusError) as caught:
+                client.chat.completions.create(
+                    model="stuck", messages=[{"role": "user", "content": "hi"}], timeout=30
+                )
+    finally:
+        server.should_exit = True
+        thread.join(5)
+    assert caught.value.status_code == 504
+    error = caught.value.body
+    assert error["code"] == "engine_timeout" and "--engine-timeout" in error["message"]

@@ -9,11 +9,13 @@ import json
 import sys
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
 from serve.app import serve_models
 from serve.tool_prompt import tool_prompt
+from tests.command_standin import put_on_path
 from tests.serve.test_engines import SNAPSHOT
 from toolkit.errors import TuneserveError
 from toolkit.templates import CHATML, QWEN3
@@ -58,22 +60,28 @@ async def embeddings(request):
 app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
                         Route("/v1/embeddings", embeddings, methods=["POST"]),
                         Route("/health", health)])
-uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+# As vLLM 0.26 does: `args.api_key or [envs.VLLM_API_KEY]`, then every /v1 path needs the key.
+token = os.environ.get("VLLM_API_KEY")
+
+async def guarded(scope, receive, send):
+    if scope["type"] == "http" and token and scope["path"].startswith("/v1"):
+        given = dict(scope["headers"]).get(b"authorization", b"").decode()
+        if given != "Bearer " + token:
+            await JSONResponse({{"error": "Unauthorized"}}, status_code=401)(scope, receive, send)
+            return
+    await app(scope, receive, send)
+
+uvicorn.run(guarded, host="127.0.0.1", port=port, log_level="warning")
 """
 
 
 @pytest.fixture
 def fake_vllm(tmp_path, monkeypatch) -> Path:
     """A `vllm` on PATH; returns the folder where each launch leaves its argv."""
-    bin_dir, log = tmp_path / "bin", tmp_path / "launches"
-    bin_dir.mkdir()
-    log.mkdir()
-    script = bin_dir / "vllm"
-    script.write_text(FAKE_VLLM.format(python=sys.executable))
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{Path(sys.executable).parent}")
-    monkeypatch.setenv("FAKE_VLLM_LOG", str(log))
-    return log
+    return put_on_path(
+        tmp_path, monkeypatch, "vllm", FAKE_VLLM.format(python=sys.executable), keep_path=False
+    )
 
 
 def _launches(log: Path) -> list[list[str]]:
@@ -228,7 +236,7 @@ def test_lora_needs_a_base_it_can_find_and_vllm(tmp_path, fake_vllm, base_gguf):
     ):
         pass
     with (
-        pytest.raises(TuneserveError, match="served unmerged by vLLM only"),
+        pytest.raises(TuneserveError, match="llama.cpp serves LoRA adapters as GGUF files"),
         serve_models([str(base_gguf)], lora=[adapter], log_dir=tmp_path / "logs"),
     ):
         pass
@@ -297,3 +305,23 @@ def test_an_embeddings_model_runs_vllms_pooling_runner(tmp_path, fake_vllm):
     pooling = by_model[str(embed.resolve())]
     assert _value(pooling, "--runner") == "pooling" and _value(pooling, "--convert") == "embed"
     assert "--runner" not in by_model[str(chat.resolve())]
+
+
+def test_each_vllm_engine_takes_its_key_from_the_environment_and_refuses_others(
+    tmp_path, fake_vllm
+):
+    """The stand-in enforces VLLM_API_KEY as vLLM does; replicas each have their own key."""
+    with serve_models(
+        [str(_folder(tmp_path, "one"))], engine="vllm", replicas=2, log_dir=tmp_path / "logs"
+    ) as served:
+        for _ in range(4):  # ties rotate: both replicas answer, each with its own key
+            assert _answer(served, "one") == "model=one"
+        engines = [r.engine for r in served.gateway.routes["one"].pool.replicas]
+        assert len({engine.api_key for engine in engines}) == 2
+        assert [r.served for r in served.gateway.routes["one"].pool.replicas] == [2, 2]
+        for engine in engines:
+            direct = f"{engine.base_url}/v1/chat/completions"
+            body = {"model": "one", "messages": [{"role": "user", "content": "hi"}]}
+            assert httpx.post(direct, json=body, timeout=30).status_code == 401
+    for argv in _launches(fake_vllm):
+        assert "--api-key" not in argv and not any(e.api_key in argv for e in engines)

@@ -99,3 +99,27 @@ def test_doctor_says_which_llama_cpp_server_serve_would_run(tmp_path):
     off = tuneserve("doctor", "--json", env_extra={"TUNESERVE_LLAMA_SERVER": "off"}).stdout
     assert json.loads(off)["llama_server"]["native"] is False
     assert "build_llama_server" in json.loads(off)["llama_server"]["why"]
+
+
+def test_an_internal_error_has_its_own_exit_code(monkeypatch):
+    """A bug in the tool must not look like a failed regression gate (exit 1) in CI."""
+    import toolkit.doctor
+
+    def broken() -> dict:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(toolkit.doctor, "diagnose", broken)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 70, result.output
+    assert "error: internal error: RuntimeError: boom" in result.output
+
+
+def test_help_documents_every_exit_code():
+    from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE
+
+    shown = CliRunner().invoke(main, ["--help"]).output
+    codes = (0, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED)
+    assert len(set(codes)) == len(codes)
+    section = shown.split("Exit codes:", 1)[1]
+    for code in codes:
+        assert f"\n    {code} " in section, shown

@@ -4,6 +4,7 @@ and a killed export leaves nothing that looks complete."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -22,8 +23,74 @@ pytestmark = pytest.mark.slow
 def test_merged16_matches_base_plus_adapter(exported_demo):
     _, report = exported_demo
     merged = report["merged16"]
-    assert merged["max_abs_logit_diff_fp32"] <= 1e-4
+    # relative to the logits' size (~30), within fp32 rounding through 30 layers: an absolute
+    # 1e-4 failed on one CPU's BLAS (1.36e-4) though the merge was right
+    assert merged["merge_matches"] is True
+    assert merged["rel_logit_diff_fp32"] <= merged["rel_tolerance_fp32"] < 1e-3
     assert merged["greedy_match_saved"] >= 2 / 3  # bf16 rounding may flip a late token
+
+
+@pytest.fixture(scope="module")
+def scaled_adapter(trained_demo, base_model, tmp_path_factory):
+    """The demo adapter with lora_alpha = 2 r (scaling 2; with the demo's alpha == r, scaling
+    by alpha/r twice would be no mistake at all), its tokenizer, base + it unmerged, and the
+    check of its right merge."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from toolkit.export.merge import load_merged
+    from toolkit.export.verify import check_merge
+
+    adapter = tmp_path_factory.mktemp("scaled") / "adapter"
+    shutil.copytree(trained_demo.run_dir / "adapter", adapter)
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["lora_alpha"] = 2 * config["r"]
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    unmerged = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32), adapter
+    )
+    right = check_merge(unmerged, load_merged(base_model, adapter), tokenizer)
+    return adapter, tokenizer, unmerged, right
+
+
+def _broken_merge(base, adapter, mistake: str):
+    """base + adapter merged in fp32 the wrong way: the bugs the check must catch."""
+    import torch
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter
+    )
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, LoraLayer)]
+    if mistake == "alpha_over_r_twice":
+        for _, layer in layers:
+            layer.scaling["default"] *= layer.scaling["default"]
+    elif mistake == "one_module_missed":  # a single projection of a single layer left out
+        name, layer = next((n, m) for n, m in layers if n.endswith("layers.15.self_attn.v_proj"))
+        torch.nn.init.zeros_(layer.lora_B["default"].weight)
+    else:  # a projection type left out in every layer (target_modules read wrong)
+        for _, layer in (pair for pair in layers if pair[0].endswith(mistake)):
+            torch.nn.init.zeros_(layer.lora_B["default"].weight)
+    return model.merge_and_unload()
+
+
+@pytest.mark.parametrize(
+    "mistake", ["alpha_over_r_twice", "one_module_missed", "down_proj", "k_proj"]
+)
+def test_a_wrong_merge_fails_the_check(scaled_adapter, base_model, mistake):
+    from toolkit.export.verify import check_merge
+
+    adapter, tokenizer, unmerged, right = scaled_adapter
+    assert right["merge_matches"], right  # the check passes the right merge of this adapter
+    wrong = check_merge(unmerged, _broken_merge(base_model, adapter, mistake), tokenizer)
+    assert not wrong["merge_matches"], wrong
+    # by a margin: the mistake is far above the bound, the right merge far below it
+    assert wrong["rel_logit_diff_fp32"] > 10 * wrong["rel_tolerance_fp32"]
+    assert right["rel_logit_diff_fp32"] < wrong["rel_tolerance_fp32"] / 4
 
 
 def test_merged16_is_what_vllm_serve_loads(exported_demo):
@@ -65,11 +132,15 @@ def test_gguf_loads_in_llama_cpp_and_answers(exported_demo, quant):
     assert reply["choices"][0]["message"]["content"].strip()
 
 
-def test_quality_check_flags_the_requantized_q4_base(exported_demo):
+def test_quality_check_puts_q4_further_from_the_merged_model_than_q8(exported_demo):
     _, report = exported_demo
-    assert report["gguf-q8_0"]["ppl_ratio"] < 1.02 and not report["gguf-q8_0"]["flagged"]
-    # SmolLM2 ships as Q4_1: re-quantizing it to q4_k_m loses quality, and the check says so.
-    assert report["gguf-q4_k_m"]["ppl_ratio"] > report["gguf-q8_0"]["ppl_ratio"]
+    assert not report["gguf-q8_0"]["flagged"]
+    # SmolLM2 ships as Q4_1: re-quantizing it to q4_k_m (q5_0 where rows are not a multiple of
+    # 256) moves the perplexity further from the merged model than q8_0 does. Which way it
+    # moves on a handful of held-out rows is luck (CI saw q4 0.917 vs q8 0.978), so the check
+    # compares the distance, |log ratio|.
+    distance = {q: abs(math.log(report[f"gguf-{q}"]["ppl_ratio"])) for q in ("q8_0", "q4_k_m")}
+    assert distance["q4_k_m"] > distance["q8_0"] and distance["q8_0"] < 0.05, report
 
 
 def test_manifest_records_exports_and_hashes(exported_demo):

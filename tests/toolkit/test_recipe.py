@@ -198,3 +198,13 @@ def test_missing_and_non_utf8_recipe_files(tmp_path):
 def test_unknown_optimizer_lists_the_known_ones(tmp_path):
     with pytest.raises(TuneserveError, match="train.optim: .*adamw_torch"):
         load_recipe(write(tmp_path, "train:\n  optim: adamw_9bit\n"))
+
+
+def test_the_serve_api_key_is_never_saved_with_the_run(tmp_path):
+    """recipe.yaml is saved into models/runs/<run>/ and hashed into its manifest: no secret."""
+    path = write(tmp_path, "data: [data.jsonl]\nserve:\n  api_key: s3cret-key-123\n")
+    recipe = load_recipe(path)
+    assert recipe.serve.api_key == "s3cret-key-123"  # used while serving
+    saved = dump_recipe(recipe)
+    assert "s3cret" not in saved and "api_key:" not in saved
+    assert load_recipe(path, ["serve.api_key=other"]).serve.api_key == "other"

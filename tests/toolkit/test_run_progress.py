@@ -1,21 +1,16 @@
-"""The run's progress display (ETA, plain lines for logs), stale-export bookkeeping, and what a
-finished run prints."""
+"""The run's progress display (ETA, plain lines for logs) and what a finished run prints."""
 
 from __future__ import annotations
 
 import ast
 import json
 import time
+from pathlib import Path
 
 import pytest
 
-from toolkit.pipeline import (
-    RunResult,
-    export_status,
-    forget_stale_exports,
-    success_message,
-    train_status,
-)
+from toolkit.comparison import ServePlan
+from toolkit.pipeline import RunResult, export_status, success_message, train_status
 from toolkit.recipe import Recipe
 from toolkit.run_progress import RunProgress, StageStatus, clock, eta_seconds
 
@@ -86,36 +81,34 @@ def test_train_and_export_status_read_the_run_folder(tmp_path):
     status = train_status(recipe, tmp_path)
     assert (status.done, status.total, status.doing) == (3, 30, "training, loss 2.5000")
     (tmp_path / "manifest.json").write_text(json.dumps({"exports": {"merged16": {}}}))
-    status = export_status(tmp_path, ["q8_0", "q4_k_m"])
+    status = export_status(tmp_path, ["merged16", "gguf"], ["q8_0", "q4_k_m"])
     assert (status.done, status.total, status.doing) == (1, 3, "writing and checking gguf q8_0")
-
-
-def test_exports_of_another_adapter_are_forgotten(tmp_path):
-    (tmp_path / "manifest.json").write_text(json.dumps({"exports": {"merged16": {"path": "x"}}}))
-    forget_stale_exports(tmp_path, "adapter-a")  # no marker yet: made by an unknown adapter
-    assert json.loads((tmp_path / "manifest.json").read_text())["exports"] == {}
-    (tmp_path / "manifest.json").write_text(json.dumps({"exports": {"merged16": {"path": "x"}}}))
-    forget_stale_exports(tmp_path, "adapter-a")  # same adapter (a killed export): keep
-    assert json.loads((tmp_path / "manifest.json").read_text())["exports"] == {
-        "merged16": {"path": "x"}
-    }
-    forget_stale_exports(tmp_path, "adapter-b")  # retrained: redo
-    assert json.loads((tmp_path / "manifest.json").read_text())["exports"] == {}
 
 
 @pytest.mark.parametrize("serving", [True, False])
 def test_success_message_has_report_endpoint_names_snippet_and_curl(tmp_path, serving):
     result = RunResult(tmp_path / "runs" / "r", report_dir=tmp_path / "runs" / "r" / "eval")
-    result.served_models = {"base": tmp_path / "b.gguf", "tuned": tmp_path / "t.gguf"}
+    models = [f"base={tmp_path / 'b.gguf'}", f"tuned={tmp_path / 't.gguf'}"]
+    result.plan = ServePlan("llamacpp", models)
     url = "http://127.0.0.1:8000/v1"
     text = success_message(result, url, ["base", "tuned"], "k3y", serving=serving)
     assert f"report: {tmp_path / 'runs' / 'r' / 'eval' / 'report.md'}" in text
     assert ("endpoint: " + url if serving else "endpoint once served: " + url) in text
     assert serving or f"tuneserve serve base={tmp_path / 'b.gguf'} tuned=" in text
     assert "models: base, tuned" in text
-    snippet = text[text.index("from openai") : text.index("\ncurl ")]
+    snippet = text[text.index("import os") : text.index("\ncurl ")]
     ast.parse(snippet)  # copy-paste runnable Python
-    assert 'model="tuned"' in snippet and 'api_key="k3y"' in snippet
+    assert 'model="tuned"' in snippet and 'api_key=os.environ["TUNESERVE_API_KEY"]' in snippet
     curl = next(line for line in text.splitlines() if line.startswith("curl "))
-    assert f"{url}/chat/completions" in curl and "Bearer k3y" in curl
+    assert (
+        f"{url}/chat/completions" in curl and '"Authorization: Bearer $TUNESERVE_API_KEY"' in curl
+    )
     assert json.loads(curl.split(" -d ", 1)[1].strip("'"))["model"] == "tuned"
+    assert "k3y" not in text  # the real key is never printed (terminals and CI logs keep it)
+
+
+def test_success_message_without_a_key_shows_none():
+    result = RunResult(Path("runs/r"), report_dir=Path("runs/r/eval"))
+    text = success_message(result, "http://127.0.0.1:8000/v1", ["tuned"], None, serving=True)
+    assert 'api_key="none"' in text and "'Authorization: Bearer none'" in text
+    assert "TUNESERVE_API_KEY" not in text

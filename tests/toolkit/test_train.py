@@ -28,7 +28,10 @@ def test_thirty_steps_lower_the_loss_by_a_clear_margin(trained_demo):
     curve = losses(trained_demo.run_dir)
     assert trained_demo.steps == 30 and sorted(curve) == list(range(1, 31))
     first, last = sum(curve[s] for s in (1, 2, 3)) / 3, sum(curve[s] for s in (28, 29, 30)) / 3
-    assert last < first / 4, curve
+    # Half the rows are the base's own answers (data.replay 0.5), already near their floor, so
+    # the mean falls less than on new facts alone (CI: 1.05 -> 0.27); an adapter that learns
+    # nothing stays near 1.0.
+    assert last < first / 3, curve
 
 
 @pytest.mark.slow
@@ -107,6 +110,7 @@ def test_unsloth_backend_without_gpu_is_a_clear_error():
 
 TINY = [
     "name=resume",
+    "data.replay.ratio=0",  # training mechanics here, not replay (tests/toolkit/test_replay.py)
     "train.max_steps=6",
     "train.save_steps=2",
     "train.per_device_train_batch_size=1",

@@ -64,9 +64,11 @@ def _train(tmp_path: Path, model: Path, backend: str, four_bit: bool, nproc: int
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     seconds = time.monotonic() - started
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert f"backend: {backend}" in done.stdout
     run = Path(os.environ["TUNESERVE_MODELS_DIR"]) / "runs" / name
+    ranks = run / "logs" / "train-ranks.log"  # the worker's own report of a failure
+    worker = ranks.read_text()[-3000:] if ranks.is_file() and done.returncode else ""
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:] + worker
+    assert f"backend: {backend}" in done.stdout
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [row for row in rows if "loss" in row]
     speeds = sorted(row["tokens_per_second"] for row in steps if row.get("tokens_per_second"))
@@ -104,3 +106,45 @@ def test_hf_trains_data_parallel_on_two_gpus(tmp_path: Path, tiny_qwen3: Path) -
         pytest.skip("needs 2 GPUs: this machine has fewer")
     result = _train(tmp_path, tiny_qwen3, "hf", False, nproc=2)
     assert "x 2 processes" in result["stdout"] and "DDP" in result["stdout"]
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen3_4bit(tmp_path_factory: pytest.TempPathFactory, tiny_qwen3: Path) -> Path:
+    """The tiny Qwen3 saved in bitsandbytes 4-bit, as Unsloth's `unsloth/...-bnb-4bit` repos are."""
+    pytest.importorskip("bitsandbytes", reason="4-bit needs bitsandbytes")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    out = tmp_path_factory.mktemp("qwen3-4bit") / "tiny-qwen3-bnb-4bit"
+    quant = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        tiny_qwen3, quantization_config=quant, device_map={"": 0}
+    )
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_qwen3).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("backend", ["unsloth", "hf"])
+def test_a_4bit_saved_base_trains_and_merges_into_16bit(
+    tmp_path: Path, tiny_qwen3_4bit: Path, backend: str
+) -> None:
+    """The recipe says nothing of 4-bit: the base's own quantization config decides; merged16
+    dequantizes it (on the GPU) and adds the adapter, and the folder is plain 16-bit."""
+    if backend == "unsloth":
+        pytest.importorskip("unsloth", reason="the unsloth extra is not installed")
+    from toolkit.prequantized import is_prequantized_4bit
+
+    assert is_prequantized_4bit(tiny_qwen3_4bit)
+    run = _train(tmp_path, tiny_qwen3_4bit, backend, four_bit=False)["run"]
+    command = [sys.executable, "-m", "toolkit.cli", "--debug", "export", str(run)]
+    command += ["--format", "merged16"]  # --debug: a failure shows its traceback
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    config = json.loads((run / "merged16" / "config.json").read_text())
+    assert "quantization_config" not in config
+    figures = json.loads((run / "manifest.json").read_text())["exports"]["merged16"]
+    print(f"\n4-bit base, {backend}: merged16 {figures}")
+    assert figures["merge_matches"] and figures["greedy_match_saved"] == 1.0

@@ -83,6 +83,7 @@ def test_cli_nproc_reaches_the_plan(tmp_path):
 # The demo recipe made cheap: 4 steps of 4 rows, short rows, a small adapter.
 SMALL = [
     "train.max_steps=4",
+    "data.replay.ratio=0",  # training mechanics here, not replay (tests/toolkit/test_replay.py)
     "train.save_steps=2",
     "train.per_device_train_batch_size=2",
     "train.gradient_accumulation_steps=2",

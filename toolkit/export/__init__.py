@@ -6,7 +6,6 @@ into the run's manifest under `exports`. Re-running skips what is complete.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,26 @@ def run_gguf(folder: Path, quant: str) -> Path:
     return folder / "gguf" / f"{folder.name}-{quant}.gguf"
 
 
-def base_gguf(recipe: Recipe, quant: str) -> Path:
+def base_label(base: Path) -> str:
+    """A file-name-safe name of a base model folder (a Hub snapshot: repo and commit)."""
+    if base.parent.name == "snapshots":  # <cache>/models--org--name/snapshots/<commit>
+        return f"{base.parent.parent.name.removeprefix('models--')}-{base.name[:10]}"
+    return base.name
+
+
+def base_gguf_path(base: Path, quant: str) -> Path:
+    return base_models_dir() / "gguf" / f"{base_label(base)}-{quant}.gguf"
+
+
+def base_gguf(base: Path, quant: str) -> Path:
     """The base model in the same format as the tuned one, so a comparison measures the tuning."""
-    from toolkit.builtin import resolve_model
     from toolkit.export.gguf import export_gguf
 
-    base = resolve_model(recipe.model.name)
-    out = base_models_dir() / "gguf" / f"{base.name}-{quant}.gguf"
+    out = base_gguf_path(base, quant)
     if not out.is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temps(out.parent)
-        export_gguf(base, out, quant, out.with_name(f"{base.name}-f16.gguf"))
+        export_gguf(base, out, quant, base_gguf_path(base, "f16"))
     return out
 
 
@@ -66,7 +74,7 @@ def check_disk(folder: Path, base: Path) -> None:
 
 
 def export_run(run: str | Path, formats: list[str], quants: list[str]) -> dict[str, Any]:
-    from toolkit.builtin import resolve_model
+    from toolkit.builtin import trained_base
     from toolkit.quiet import quiet_libraries
 
     quiet_libraries()
@@ -81,12 +89,21 @@ def export_run(run: str | Path, formats: list[str], quants: list[str]) -> dict[s
         )
     remove_stale_temps(folder)
     remove_stale_temps(folder / "gguf")
-    base = resolve_model(recipe.model.name)
-    check_disk(folder, base)
-    done: dict[str, Any] = dict(read_manifest(folder).get("exports", {}))
+    base = trained_base(folder, recipe.model.name)
     adapter = folder / "adapter"
+    made_from = adapter_fingerprint(adapter)
+    # Exports of this very adapter are reused (by `export`, `run`, a killed and resumed export);
+    # those of an earlier training of the run are redone.
+    done = {
+        name: record
+        for name, record in read_manifest(folder).get("exports", {}).items()
+        if record.get("adapter") == made_from
+    }
+    if {"merged16", "gguf"} & set(formats) and "merged16" not in done:
+        check_disk(folder, base)
     if "lora" in formats:
-        done["lora"] = {"path": str(adapter), "files": sorted(p.name for p in adapter.iterdir())}
+        files = sorted(p.name for p in adapter.iterdir())
+        done["lora"] = {"path": str(adapter), "files": files, "adapter": made_from}
     if "merged4" in formats:
         raise TuneserveError(
             "merged4 needs bitsandbytes on a CUDA GPU",
@@ -94,14 +111,27 @@ def export_run(run: str | Path, formats: list[str], quants: list[str]) -> dict[s
         )
     if "merged16" in formats or "gguf" in formats:
         done["merged16"] = export_merged(folder, base, adapter, done.get("merged16"))
+        done["merged16"]["adapter"] = made_from
         update_manifest(folder, exports=done)
     if "gguf" in formats:
         for quant in quants:
             done[f"gguf-{quant}"] = export_quant(folder, recipe, quant, done.get(f"gguf-{quant}"))
+            done[f"gguf-{quant}"]["adapter"] = made_from
             update_manifest(folder, exports=done)
         write_modelfile_for(folder, quants[0])
     update_manifest(folder, exports=done)
     return done
+
+
+def adapter_fingerprint(adapter: Path) -> str:
+    """What an export was made from: the adapter's weights and config (small files)."""
+    from toolkit.artifacts import sha256_file, sha256_text
+
+    parts = [sha256_file(adapter / name) for name in ADAPTER_FILES if (adapter / name).is_file()]
+    return sha256_text(" ".join(parts))[:16]
+
+
+ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
 def export_merged(folder: Path, base: Path, adapter: Path, previous: dict | None) -> dict[str, Any]:
@@ -146,19 +176,12 @@ def verify_gguf(folder: Path, gguf: Path) -> dict[str, Any]:
         greedy_texts,
         heldout_texts,
         hf_perplexity,
+        perplexity_rows,
     )
 
     merged = folder / "merged16"
     tokenizer = AutoTokenizer.from_pretrained(merged)
-    rows = [
-        json.loads(line)
-        for line in (folder / "data" / "heldout.jsonl").read_text().splitlines()
-        if line
-    ]
-    if not rows:
-        raise TuneserveError(
-            f"{folder}/data/heldout.jsonl is empty", "set data.eval_split > 0 and retrain"
-        )
+    rows, split = perplexity_rows(folder)  # held-out text, else training text (eval_split: 0)
     sequences = heldout_texts(tokenizer, rows)
     model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
     reference_ppl = hf_perplexity(model, sequences)
@@ -171,6 +194,7 @@ def verify_gguf(folder: Path, gguf: Path) -> dict[str, Any]:
         "ppl": round(ppl, 4),
         "ppl_merged16": round(reference_ppl, 4),
         "ppl_ratio": round(ppl / reference_ppl, 4),
+        "ppl_text": split,  # which rows the perplexities are over: heldout or train
         "greedy_match": sum(a == b for a, b in zip(reference, greedy, strict=True))
         / len(reference),
     }

@@ -40,6 +40,17 @@ def _temp_beside(final: Path) -> Path:
     return Path(name)
 
 
+def run_converter(command: list[str]) -> subprocess.CompletedProcess:
+    """One of llama.cpp's Python converters, offline, dying with this process."""
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        preexec_fn=die_with_parent(),
+    )
+
+
 def convert_hf(hf_dir: Path, out: Path, outtype: str) -> Path:
     """Convert an HF model folder to GGUF with llama.cpp's own converter, offline."""
     if outtype not in CONVERTER_TYPES:
@@ -48,13 +59,7 @@ def convert_hf(hf_dir: Path, out: Path, outtype: str) -> Path:
     command = [sys.executable, "-m", "convert_hf_to_gguf", str(hf_dir), "--outfile", str(tmp)]
     command += ["--outtype", outtype]
     try:
-        done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            preexec_fn=die_with_parent(),
-        )
+        done = run_converter(command)
         if done.returncode != 0:
             if ran_out_of_disk(tmp.parent, done.stderr or ""):
                 raise disk_full_error(out)

@@ -2,7 +2,8 @@
 
 merged16: max |logit| difference between the fp32 merge and base + unmerged adapter, and
 greedy text of the saved 16-bit folder vs base + adapter. GGUF: perplexity through llama.cpp
-over the held-out text vs transformers on the same token ids, and greedy agreement.
+over the held-out text (the training text when none is held out) vs transformers on the same
+token ids, and greedy agreement.
 """
 
 from __future__ import annotations
@@ -27,17 +28,48 @@ def chat_ids(tokenizer: Any, prompt: str) -> list[int]:
     )
 
 
-def max_logit_difference(reference: Any, candidate: Any, tokenizer: Any) -> float:
+FP32_EPS = 2.0**-23  # torch.finfo(torch.float32).eps
+# A correct merge computes the same function as base + unmerged adapter in another order
+# (W x + s B A x vs (W + s B A) x), so their fp32 logits differ by rounding only: about eps
+# relative per operation, compounding through the layers. The bound is that, relative to the
+# logits' own size, with headroom: an absolute bound (1e-4 on logits of size ~30) measured the
+# BLAS (1.1e-4 on a GPU, 1.4e-4 on one CPU) instead of the merge.
+MERGE_ROUNDING_PER_LAYER = 32 * FP32_EPS
+
+
+def merge_tolerance(num_layers: int) -> float:
+    """The largest relative logit difference a correct fp32 merge may show."""
+    return MERGE_ROUNDING_PER_LAYER * num_layers
+
+
+def logit_difference(reference: Any, candidate: Any, tokenizer: Any) -> tuple[float, float]:
+    """(max |reference - candidate| logit, max |reference| logit) over the check's prompts."""
     import torch
 
-    worst = 0.0
+    worst, scale = 0.0, 0.0
     with torch.no_grad():
         for prompt in PROMPTS:
             ids = torch.tensor([chat_ids(tokenizer, prompt)])
             a = reference(ids).logits.float()
             b = candidate(ids).logits.float()
             worst = max(worst, (a - b).abs().max().item())
-    return worst
+            scale = max(scale, a.abs().max().item())
+    return worst, scale
+
+
+def check_merge(unmerged: Any, merged: Any, tokenizer: Any) -> dict[str, Any]:
+    """An fp32 merge against base + unmerged adapter: the difference, relative to the logits'
+    size, within what rounding through the model's layers allows (`merge_matches`)."""
+    difference, scale = logit_difference(unmerged, merged, tokenizer)
+    relative = difference / scale
+    tolerance = merge_tolerance(unmerged.config.num_hidden_layers)
+    return {
+        "max_abs_logit_diff_fp32": difference,
+        "logit_scale": scale,
+        "rel_logit_diff_fp32": relative,
+        "rel_tolerance_fp32": tolerance,
+        "merge_matches": relative <= tolerance,
+    }
 
 
 def greedy_texts(model: Any, tokenizer: Any, tokens: int = 16) -> list[str]:
@@ -59,23 +91,41 @@ def verify_merge(base: Path, adapter: Path, merged_dir: Path) -> dict[str, Any]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from toolkit.export.merge import load_merged
+    from toolkit.export.merge import load_base, load_merged
 
     tokenizer = AutoTokenizer.from_pretrained(adapter)
-    unmerged = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter
-    )
+    unmerged = PeftModel.from_pretrained(load_base(base), adapter)
     merged_fp32 = load_merged(base, adapter)
     saved = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
     reference = greedy_texts(unmerged, tokenizer)
     return {
-        "max_abs_logit_diff_fp32": max_logit_difference(unmerged, merged_fp32, tokenizer),
-        "max_abs_logit_diff_saved": max_logit_difference(unmerged, saved, tokenizer),
+        **check_merge(unmerged, merged_fp32, tokenizer),
+        "max_abs_logit_diff_saved": logit_difference(unmerged, saved, tokenizer)[0],
         "greedy_match_saved": sum(
             a == b for a, b in zip(reference, greedy_texts(saved, tokenizer), strict=True)
         )
         / len(PROMPTS),
     }
+
+
+def perplexity_rows(folder: Path) -> tuple[list[dict[str, Any]], str]:
+    """The rows the GGUF perplexity check scores, and which split they are: the held-out rows,
+    else (a recipe with data.eval_split: 0) the training rows. Either way the figure compared
+    is GGUF vs merged16 on the same text, so it still measures the export."""
+    import json
+
+    from toolkit.errors import TuneserveError
+
+    for split in ("heldout", "train"):
+        path = folder / "data" / f"{split}.jsonl"
+        text = path.read_text() if path.is_file() else ""
+        rows = [json.loads(line) for line in text.splitlines() if line]
+        if rows:
+            return rows, split
+    raise TuneserveError(
+        f"{folder / 'data'} holds no held-out or training rows to check the GGUF export with",
+        "retrain the run (`tuneserve train RECIPE`): it saves them",
+    )
 
 
 def heldout_texts(tokenizer: Any, rows: list[dict[str, Any]], limit: int = 24) -> list[list[int]]:

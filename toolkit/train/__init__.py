@@ -32,6 +32,7 @@ class TrainResult:
     resumed_from: str | None
     world_size: int = 1
     global_batch: int | None = None
+    selected: str | None = None  # eval.select: the checkpoint that became the adapter
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -50,28 +51,45 @@ def train(
     resume: bool = False,
     progress: bool = True,
     echo: Any = print,
+    before_data: Any = None,
+    after_training: Any = None,
 ) -> TrainResult:
+    """Fine-tune `recipe`. `before_data()`, when given, runs once the layout is known to be
+    valid and before the data is read (replay rows are generated there); `after_training()`
+    may replace the adapter and returns what it chose (the guarded checkpoint choice), before
+    the training is recorded as done."""
     from toolkit.builtin import resolve_model
     from toolkit.data import prepare_data
-    from toolkit.quiet import quiet_libraries
+    from toolkit.hub import snapshot_commit
+    from toolkit.preflight import check_data_needs, check_recipe_needs
     from toolkit.recipe_loader import save_recipe
+    from toolkit.stages import mark_done, train_inputs
     from toolkit.train.backend import choose_backend, cuda_device_count
     from toolkit.train.parallel import plan_parallel
+    from toolkit.train.session import optimizer
 
+    check_recipe_needs(recipe)  # before anything is written or loaded
     folder = run_dir(recipe.run_name)
     folder.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(folder)
     choice = choose_backend(backend, recipe.train.nproc)
-    if choice.name == "unsloth":
-        # Unsloth patches transformers, peft and trl when imported: it must come before them
-        # (on the GPU machine a later import warned that optimizations may not apply).
-        import unsloth  # noqa: F401
-    quiet_libraries()
     echo(f"backend: {choice.name} ({choice.reason})")
+    cuda = cuda_device_count() is not None
     plan = plan_parallel(recipe.train, choice.name, cuda_device_count())
     echo(f"batch: {plan.describe()}")
+    optimizer(recipe, cuda, echo)  # says so when adamw_8bit falls back (the child trains quietly)
+    if before_data is not None:
+        before_data()
     data = prepare_data(recipe.data)
     echo(f"data: {data.describe()}")
+    check_data_needs(recipe, data)
+    # data.replay: the base's own answers (data/replay.jsonl) mixed in at data.replay.ratio
+    if recipe.data.replay.ratio > 0:
+        from toolkit.data.replay import add_replay
+
+        replay_file = folder / "data" / "replay.jsonl"
+        added = add_replay(data.train, recipe.data.replay, replay_file, recipe.data.shuffle_seed)
+        echo(f"replay: {added} rows of the base's own answers mixed in ({len(data.train)} rows)")
     model_path = resolve_model(recipe.model.name)
     checkpoints = folder / "checkpoints"
     start_from = last_checkpoint(checkpoints) if resume else None
@@ -87,16 +105,7 @@ def train(
     write_jsonl(folder / "data" / "heldout.jsonl", data.heldout)
 
     started = time.monotonic()
-    if plan.distributed:
-        outcome = _run_distributed(
-            plan, recipe, choice.name, model_path, folder, start_from, progress
-        )
-    else:
-        from toolkit.train.session import run_session
-
-        outcome = run_session(
-            recipe, choice.name, model_path, data.train, folder, start_from, progress, echo
-        )
+    outcome = _train_in_child(plan, choice.name, model_path, folder, start_from, progress, cuda)
     seconds = time.monotonic() - started
     if outcome.interrupted:
         raise TrainingInterrupted(
@@ -104,6 +113,17 @@ def train(
             f"continue with `tuneserve train {folder / 'recipe.yaml'} --resume`",
         )
     _write_manifest(recipe, folder, model_path, choice.name, outcome, seconds, plan)
+    chosen = after_training() if after_training is not None else None
+    selected = chosen["chosen"] if chosen else None
+    # `run` reuses this adapter instead of training again (toolkit/stages.py).
+    mark_done(
+        folder,
+        "train",
+        train_inputs(recipe, choice.name, snapshot_commit(model_path)),
+        time.monotonic() - started,
+        {"final_loss": outcome.final_loss, "steps": outcome.steps, "backend": choice.name}
+        | {"selected": selected},
+    )
     return TrainResult(
         folder,
         choice.name,
@@ -113,20 +133,23 @@ def train(
         str(start_from) if start_from else None,
         plan.world_size,
         plan.global_batch,
+        selected,
     )
 
 
-def _run_distributed(
+def _train_in_child(
     plan: Any,
-    recipe: Recipe,
     backend: str,
     model_path: Path,
     folder: Path,
     start_from: Path | None,
     progress: bool,
+    cuda: bool,
 ) -> Any:
-    """Every rank reads the recipe and data this process just saved in the run folder."""
-    from toolkit.train.backend import cuda_available
+    """Train in child processes (one, or one per rank under torchrun): when they exit, their GPU
+    memory is free for export and the engines, and Unsloth's patches of transformers and PEFT
+    (seen breaking a later merge in the same process) never reach this one. Every process
+    reads the recipe and data this process just saved in the run folder."""
     from toolkit.train.launcher import launch
     from toolkit.train.session import SessionOutcome
 
@@ -137,7 +160,7 @@ def _run_distributed(
         "resume_from": str(start_from) if start_from else None,
         "progress": progress,
     }
-    return SessionOutcome(**launch(plan, job, folder, cuda_available(), progress))
+    return SessionOutcome(**launch(plan, job, folder, cuda, progress))
 
 
 def _write_manifest(
@@ -152,6 +175,8 @@ def _write_manifest(
     import importlib.metadata
 
     from toolkit.artifacts import read_manifest, sha256_file, sha256_text, update_manifest
+    from toolkit.builtin import describe_model
+    from toolkit.hub import snapshot_file_sha256
     from toolkit.recipe_loader import dump_recipe
 
     base = read_manifest(model_path)
@@ -167,11 +192,13 @@ def _write_manifest(
         run=recipe.run_name,
         recipe_sha256=sha256_text(dump_recipe(recipe)),
         base_model={
-            "name": recipe.model.name,
-            "path": str(model_path),
+            **describe_model(recipe.model.name, model_path),  # + the Hub repo and commit
+            # A Hub snapshot's weights are named by their sha256 in the cache: no need to hash GBs.
             "sha256": base.get("files", {}).get(weights[0].name, {}).get("sha256")
             if weights and base
-            else (sha256_file(weights[0]) if weights else None),
+            else (
+                (snapshot_file_sha256(weights[0]) or sha256_file(weights[0])) if weights else None
+            ),
         },
         dataset_sha256={
             s.label: sha256_file(Path(s.path))

@@ -27,6 +27,11 @@ def cuda_device_count() -> int | None:
     return torch.cuda.device_count() if torch.cuda.is_available() else None
 
 
+def backend_name(requested: str, nproc: int = 1) -> str:
+    """The backend `requested` names, resolving `auto` (without checking an explicit one)."""
+    return requested if requested != "auto" else choose_backend(requested, nproc).name
+
+
 def choose_backend(requested: str, nproc: int = 1) -> BackendChoice:
     """`auto` picks unsloth where it can run; several processes (nproc > 1) need the hf backend."""
     has_unsloth = importlib.util.find_spec("unsloth") is not None

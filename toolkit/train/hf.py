@@ -20,17 +20,22 @@ def torch_dtype(name: str, cuda: bool) -> Any:
     return getattr(torch, name)
 
 
+def require_bitsandbytes(cuda: bool, what: str, hint: str) -> None:
+    import importlib.util
+
+    if not cuda or importlib.util.find_spec("bitsandbytes") is None:
+        raise TuneserveError(f"{what} need a CUDA GPU and bitsandbytes", hint)
+
+
 def quantization_config(recipe: Recipe, cuda: bool, dtype: Any) -> Any:
     model = recipe.model
     if not (model.load_in_4bit or model.load_in_8bit):
         return None
-    import importlib.util
-
-    if not cuda or importlib.util.find_spec("bitsandbytes") is None:
-        raise TuneserveError(
-            "model.load_in_4bit/load_in_8bit need a CUDA GPU and bitsandbytes",
-            "set both to false on this machine (LoRA in 16/32-bit), or train on a GPU",
-        )
+    require_bitsandbytes(
+        cuda,
+        "model.load_in_4bit/load_in_8bit",
+        "set both to false on this machine (LoRA in 16/32-bit), or train on a GPU",
+    )
     from transformers import BitsAndBytesConfig
 
     if model.load_in_8bit:
@@ -76,17 +81,28 @@ def load_hf(recipe: Recipe, model_path: Path, cuda: bool) -> tuple[Any, Any]:
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from toolkit.prequantized import is_prequantized_4bit
+
     dtype = torch_dtype(recipe.model.dtype, cuda)
-    quant = quantization_config(recipe, cuda, dtype)
+    # A folder saved in 4-bit (unsloth/...-bnb-4bit) brings its own quantization config.
+    prequantized = is_prequantized_4bit(model_path)
+    if prequantized:
+        require_bitsandbytes(
+            cuda,
+            f"{recipe.model.name} is saved in 4-bit (bitsandbytes): its weights",
+            "train it on a GPU, or name its 16-bit original (e.g. Qwen/Qwen3-8B, not "
+            "unsloth/Qwen3-8B-bnb-4bit) in model.name",
+        )
+    quant = None if prequantized else quantization_config(recipe, cuda, dtype)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
+    # quantization_config only when there is one: an explicit None is applied to the config and
+    # erases a 4-bit folder's own (it then loaded its packed weights as 16-bit ones).
+    quantized = {"quantization_config": quant} if quant is not None else {}
     model = AutoModelForCausalLM.from_pretrained(
-        model_path,
-        dtype=dtype,
-        quantization_config=quant,
-        device_map={"": local_rank()} if cuda else None,
+        model_path, dtype=dtype, device_map={"": local_rank()} if cuda else None, **quantized
     )
     checkpointing = bool(recipe.lora.use_gradient_checkpointing)
-    if quant is not None:
+    if quant is not None or prequantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     if recipe.model.full_finetuning:
         return model, tokenizer

@@ -1,6 +1,8 @@
-"""Multi-process training: `python -m torch.distributed.run` as a child process that starts one
-`toolkit.train.worker` per rank. Ctrl-C/SIGTERM are forwarded (ranks checkpoint and stop
-together), no process outlives the launcher, and a failing rank becomes one clear error."""
+"""Training in child processes: one `toolkit.train.worker`, or `python -m torch.distributed.run`
+starting one per rank. The caller's process never imports the training stack, so its GPU memory
+is freed when training ends and Unsloth's patches never reach export or serving. Ctrl-C/SIGTERM
+are forwarded (ranks checkpoint and stop together), no process outlives the launcher (not even
+after a SIGKILL of it), and a failing rank becomes one clear error."""
 
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import toolkit
-from toolkit.errors import TuneserveError
+from toolkit.errors import EXIT_INTERNAL, TuneserveError
+from toolkit.orphans import die_with_parent
 from toolkit.train.parallel import ParallelPlan
 
 # torchrun gives its ranks 30 s to stop after SIGTERM; a checkpoint save fits in that.
@@ -33,7 +36,10 @@ class RankFailed(TuneserveError):
         self.exit_code = exit_code
 
 
-def torchrun_command(plan: ParallelPlan, job_dir: Path) -> list[str]:
+def worker_command(plan: ParallelPlan, job_dir: Path) -> list[str]:
+    """One process: the worker itself. Several: torchrun, which starts a worker per rank."""
+    if not plan.distributed:
+        return [sys.executable, "-m", "toolkit.train.worker", str(job_dir)]
     return [
         sys.executable,
         "-m",
@@ -77,15 +83,16 @@ def launch(
     try:
         (job_dir / "job.json").write_text(json.dumps({**job, "plan": plan.__dict__}))
         with log.open("ab") as handle:
-            handle.write(f"\n--- {' '.join(torchrun_command(plan, job_dir))}\n".encode())
+            handle.write(f"\n--- {' '.join(worker_command(plan, job_dir))}\n".encode())
             handle.flush()
             process = subprocess.Popen(
-                torchrun_command(plan, job_dir),
+                worker_command(plan, job_dir),
                 stdin=subprocess.DEVNULL,
                 stdout=None if progress else handle,
                 stderr=handle,
                 env=child_env(plan, cuda),
                 start_new_session=True,  # a terminal's Ctrl-C reaches only us; we forward it
+                preexec_fn=die_with_parent(),  # a SIGKILL of tuneserve takes training with it
             )
         interrupted = _wait(process, job_dir)
         return _outcome(process.returncode, job_dir, folder, log, interrupted, plan.world_size)
@@ -145,14 +152,15 @@ def _outcome(
     errors = [json.loads(path.read_text()) for path in job_dir.glob("error-*.json")]
     if errors:
         first = min(errors, key=lambda error: error["time"])
+        where = f" on rank {first['rank']} of {world}" if world > 1 else ""
         raise RankFailed(
-            f"training failed on rank {first['rank']} of {world}: {first['message']}",
+            f"training failed{where}: {first['message']}",
             first["hint"] or f"every rank's output is in {log}",
             first["exit_code"],
         )
     raise RankFailed(
-        f"the training processes exited with code {code} and no rank reported why "
-        "(killed from outside, or out of memory?)",
+        f"the training process{'es' if world > 1 else ''} exited with code {code} and did not "
+        "say why (killed from outside, or out of memory?)",
         f"every rank's output is in {log}",
-        code or 1,
+        EXIT_INTERNAL,
     )

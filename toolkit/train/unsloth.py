@@ -15,13 +15,16 @@ from toolkit.recipe import Recipe
 def load_unsloth(recipe: Recipe, model_path: Path) -> tuple[Any, Any]:
     from unsloth import FastLanguageModel  # noqa: I001  (must precede transformers/trl use)
 
+    from toolkit.prequantized import is_prequantized_4bit
+
     model_cfg, lora = recipe.model, recipe.lora
     dtype = None if model_cfg.dtype == "auto" else _torch_dtype(model_cfg.dtype)
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=str(model_path),
         max_seq_length=model_cfg.max_seq_length,
         dtype=dtype,
-        load_in_4bit=model_cfg.load_in_4bit,
+        # a folder saved in 4-bit (unsloth/...-bnb-4bit) loads in 4-bit whatever the recipe says
+        load_in_4bit=model_cfg.load_in_4bit or is_prequantized_4bit(model_path),
         load_in_8bit=model_cfg.load_in_8bit,
         full_finetuning=model_cfg.full_finetuning,
         local_files_only=True,

@@ -1,8 +1,8 @@
-"""One torchrun rank of a multi-process run: `python -m toolkit.train.worker JOB_DIR`.
+"""The training process: `python -m toolkit.train.worker JOB_DIR`, alone or as one torchrun rank.
 
-`toolkit.train.launcher` prepares JOB_DIR (job.json) and starts torchrun; each rank trains with
-the run's saved recipe and data, and reports back through files in JOB_DIR: `pid-<rank>` (so
-the launcher can reap it), `error-<rank>.json` when it fails, and rank 0's `outcome.json`.
+`toolkit.train.launcher` prepares JOB_DIR (job.json) and starts it; each rank trains with the
+run's saved recipe and data, and reports back through files in JOB_DIR: `pid-<rank>` (so the
+launcher can reap it), `error-<rank>.json` when it fails, and rank 0's `outcome.json`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import TuneserveError
+from toolkit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, TuneserveError
 
 
 def record_error(job_dir: Path, rank: int, message: str, hint: str | None, code: int) -> None:
@@ -27,6 +27,11 @@ def record_error(job_dir: Path, rank: int, message: str, hint: str | None, code:
 
 
 def run_rank(job: dict[str, Any], rank: int) -> Any:
+    if job["backend"] == "unsloth":
+        # Unsloth patches transformers, PEFT and TRL when imported: it must come before them
+        # (on the GPU machine a later import warned that optimizations may not apply).
+        import unsloth  # noqa: F401
+
     from toolkit.quiet import quiet_libraries
     from toolkit.recipe_loader import load_recipe
     from toolkit.train.parallel import ParallelPlan
@@ -47,7 +52,7 @@ def run_rank(job: dict[str, Any], rank: int) -> Any:
         folder,
         Path(job["resume_from"]) if job["resume_from"] else None,
         job["progress"] and main,
-        print if main else (lambda _: None),
+        lambda _: None,  # the launching process already said what this process would say
         ParallelPlan(**job["plan"]),
     )
 
@@ -78,8 +83,10 @@ def main(argv: list[str]) -> int:
     except BaseException as exc:  # noqa: BLE001 (a rank's crash must reach the launcher)
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}"
-        record_error(job_dir, rank, message, None, 130 if isinstance(exc, KeyboardInterrupt) else 1)
-        return 1
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        code = EXIT_INTERRUPTED if interrupted else EXIT_INTERNAL
+        record_error(job_dir, rank, message, None, code)
+        return code
     _leave_process_group()  # not after a failure: a peer may be stuck in a collective
     if rank == 0:
         (job_dir / "outcome.json").write_text(json.dumps(asdict(outcome)))
