@@ -206,9 +206,15 @@ class UpstreamPool:
         return None
 
     async def request(
-        self, base_url: str, path: str, body: bytes, headers: dict[str, str] | None = None
+        self,
+        base_url: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        reuse: bool = True,
     ) -> UpstreamResponse:
-        """POST `body` (JSON) to base_url + path; returns once the status and headers arrived."""
+        """POST `body` (JSON) to base_url + path; returns once the status and headers arrived.
+        Without `reuse` the request gets a connection of its own, closed after the answer."""
         key, prefix = self._target(base_url)
         head = [
             b"POST " + prefix + path.encode() + b" HTTP/1.1\r\n",
@@ -220,7 +226,7 @@ class UpstreamPool:
         payload = b"".join(head) + b"\r\n" + body
         # Never sent twice: once the request is written, any failure is the caller's to report
         # (the engine may be generating it). Only a dead idle connection is skipped, before.
-        connection = self._idle_connection(key) or await self._connect(key)
+        connection = (self._idle_connection(key) if reuse else None) or await self._connect(key)
         try:
             connection.writer.write(payload)
             async with asyncio.timeout(self.read_timeout):
@@ -237,7 +243,9 @@ class UpstreamPool:
         except BaseException:  # cancelled while waiting: the engine must not go on
             connection.close()
             raise
-        return UpstreamResponse(self, connection, status, response_headers)
+        response = UpstreamResponse(self, connection, status, response_headers)
+        response._reusable = response._reusable and reuse
+        return response
 
     async def aclose(self) -> None:
         for idle in self._idle.values():

@@ -50,6 +50,8 @@ class Engine(ABC):
     kind: ClassVar[str] = "engine"  # "llamacpp", "vllm"
     # True when the gateway renders the chat template and calls /v1/completions (see llamacpp.py)
     renders_chat: ClassVar[bool] = False
+    # Whether a keep-alive connection to it may carry the next request (see LlamaCppEngine).
+    reuses_connections: ClassVar[bool] = True
 
     @abstractmethod
     def command(self) -> list[str]:
