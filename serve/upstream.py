@@ -72,12 +72,17 @@ class UpstreamResponse:
     """
 
     def __init__(
-        self, pool: UpstreamPool, connection: _Connection, status: int, headers: dict[str, str]
+        self,
+        pool: UpstreamPool,
+        connection: _Connection,
+        status: int,
+        headers: dict[str, str],
+        reusable: bool = True,
     ) -> None:
         self.pool, self._connection = pool, connection
         self.status_code, self.headers = status, headers
         self._complete = False
-        self._reusable = headers.get("connection", "").lower() != "close"
+        self._reusable = reusable and headers.get("connection", "").lower() != "close"
 
     async def iter_raw(self) -> AsyncIterator[bytes]:
         """Body pieces as the engine sent them (chunked framing removed).
@@ -243,9 +248,7 @@ class UpstreamPool:
         except BaseException:  # cancelled while waiting: the engine must not go on
             connection.close()
             raise
-        response = UpstreamResponse(self, connection, status, response_headers)
-        response._reusable = response._reusable and reuse
-        return response
+        return UpstreamResponse(self, connection, status, response_headers, reusable=reuse)
 
     async def aclose(self) -> None:
         for idle in self._idle.values():
