@@ -72,12 +72,17 @@ class UpstreamResponse:
     """
 
     def __init__(
-        self, pool: UpstreamPool, connection: _Connection, status: int, headers: dict[str, str]
+        self,
+        pool: UpstreamPool,
+        connection: _Connection,
+        status: int,
+        headers: dict[str, str],
+        reusable: bool = True,
     ) -> None:
         self.pool, self._connection = pool, connection
         self.status_code, self.headers = status, headers
         self._complete = False
-        self._reusable = headers.get("connection", "").lower() != "close"
+        self._reusable = reusable and headers.get("connection", "").lower() != "close"
 
     async def iter_raw(self) -> AsyncIterator[bytes]:
         """Body pieces as the engine sent them (chunked framing removed).
@@ -206,9 +211,15 @@ class UpstreamPool:
         return None
 
     async def request(
-        self, base_url: str, path: str, body: bytes, headers: dict[str, str] | None = None
+        self,
+        base_url: str,
+        path: str,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+        reuse: bool = True,
     ) -> UpstreamResponse:
-        """POST `body` (JSON) to base_url + path; returns once the status and headers arrived."""
+        """POST `body` (JSON) to base_url + path; returns once the status and headers arrived.
+        Without `reuse` the request gets a connection of its own, closed after the answer."""
         key, prefix = self._target(base_url)
         head = [
             b"POST " + prefix + path.encode() + b" HTTP/1.1\r\n",
@@ -220,7 +231,7 @@ class UpstreamPool:
         payload = b"".join(head) + b"\r\n" + body
         # Never sent twice: once the request is written, any failure is the caller's to report
         # (the engine may be generating it). Only a dead idle connection is skipped, before.
-        connection = self._idle_connection(key) or await self._connect(key)
+        connection = (self._idle_connection(key) if reuse else None) or await self._connect(key)
         try:
             connection.writer.write(payload)
             async with asyncio.timeout(self.read_timeout):
@@ -237,7 +248,7 @@ class UpstreamPool:
         except BaseException:  # cancelled while waiting: the engine must not go on
             connection.close()
             raise
-        return UpstreamResponse(self, connection, status, response_headers)
+        return UpstreamResponse(self, connection, status, response_headers, reusable=reuse)
 
     async def aclose(self) -> None:
         for idle in self._idle.values():

@@ -36,22 +36,31 @@ def base_identity(recipe: Recipe, engine: str) -> str:
 
 
 @contextmanager
+def _served_as_base(models: list, engine: str, **options: object) -> Iterator[Endpoint]:
+    """`models` (one of them named `base`) on the run's engine, as replay and selection ask it."""
+    from serve.app import serve_models
+    from toolkit.comparison import READY_TIMEOUT
+
+    with serve_models(
+        models, engine=engine, ready_timeout=READY_TIMEOUT[engine], **options
+    ) as served:
+        yield Endpoint(served.base_url, "base", served.api_key)
+
+
+@contextmanager
 def serve_base(recipe: Recipe) -> Iterator[Endpoint]:
     """The base model as the eval compares it, on the run's engine: a GGUF of the first export
     quant on llama.cpp, the model folder on vLLM."""
-    from serve.app import serve_models
     from toolkit.builtin import resolve_model
-    from toolkit.comparison import READY_TIMEOUT, run_engine
+    from toolkit.comparison import run_engine
     from toolkit.export import base_gguf
 
     engine = run_engine(recipe)
     base = resolve_model(recipe.model.name)
     if engine == "llamacpp":
         base = base_gguf(base, recipe.export.quant[0])
-    with serve_models(
-        [f"base={base}"], engine=engine, mode="chat", ready_timeout=READY_TIMEOUT[engine]
-    ) as served:
-        yield Endpoint(served.base_url, "base", served.api_key)
+    with _served_as_base([f"base={base}"], engine, mode="chat") as endpoint:
+        yield endpoint
 
 
 def prepare_replay(
@@ -92,9 +101,9 @@ def serve_checkpoints(
     """One engine: the base with every checkpoint as a LoRA adapter applied per request. vLLM
     takes the PEFT checkpoints as they are; llama.cpp reads LoRA only as GGUF (each checkpoint
     is converted once)."""
-    from serve.app import ModelSource, serve_models
+    from serve.app import ModelSource
     from toolkit.builtin import trained_base
-    from toolkit.comparison import READY_TIMEOUT, run_engine
+    from toolkit.comparison import run_engine
     from toolkit.export import base_gguf
     from toolkit.export.lora_gguf import convert_lora
 
@@ -112,10 +121,8 @@ def serve_checkpoints(
             converted.append((name, out))
         gguf = base_gguf(base, recipe.export.quant[0])
         models, lora = [ModelSource("base", gguf.resolve(), adapters=tuple(converted))], []
-    with serve_models(
-        models, lora=lora, engine=engine, ready_timeout=READY_TIMEOUT[engine]
-    ) as served:
-        yield Endpoint(served.base_url, "base", served.api_key)
+    with _served_as_base(models, engine, lora=lora) as endpoint:
+        yield endpoint
 
 
 def select_checkpoint(

@@ -57,6 +57,8 @@ class Engine(ABC):
     embeddings: bool = False  # serves /v1/embeddings only (`tuneserve serve --embeddings`)
     # False when /v1/completions ignores `echo` and writes chat-shaped logprobs (llama-server)
     legacy_completions: ClassVar[bool] = True
+    # Whether a keep-alive connection to it may carry the next request (see LlamaCppEngine).
+    reuses_connections: ClassVar[bool] = True
 
     @abstractmethod
     def command(self) -> list[str]:

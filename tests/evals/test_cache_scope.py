@@ -71,3 +71,25 @@ def test_an_endpoint_without_identities_is_keyed_by_url_and_name(fake_openai, tm
     endpoint = fake_openai(reply="Paris.")
     report = evaluate(endpoint.url, tmp_path)
     assert "model name at the endpoint URL" in report.data["meta"]["cache"]["keyed_by"]["student"]
+
+
+def test_items_that_share_a_prompt_each_keep_their_id_when_answered_from_the_cache(
+    fake_openai, tmp_path
+):
+    """Two items with the same messages share one cache line; a re-run must still score each
+    under its own id (it raised KeyError when the line's item id was taken instead)."""
+    rows = [
+        {"id": name, "messages": [{"role": "user", "content": "Capital of France?"}],
+         "expected": "Paris", "scorer": "contains"}
+        for name in ("first", "second")
+    ]  # fmt: skip
+    path = tmp_path / "twins.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    endpoint = fake_openai(reply="Paris.")
+    options = {"models": ["student"], "base_url": endpoint.url, "report_dir": tmp_path / "r"}
+    run_eval(suites=[str(path)], progress=False, noise_floor=False, **options)
+    endpoint.seen.clear()
+    report = run_eval(suites=[str(path)], progress=False, noise_floor=False, **options)
+    assert endpoint.chats() == []  # both from the one cache line
+    answered = {item["id"] for item in report.data["items"]}
+    assert answered == {"first", "second"} and report.data["models"][0]["score"] == 1.0

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -211,12 +212,33 @@ def test_tuneserve_serve_connects_only_to_its_engine(real_serve):
             timeout=120,
         )
         assert response.status_code == 200, response.text
-    outbound = [
-        remote
-        for local, remote in processes.connections(real_serve.pid)
-        if local.rsplit(":", 1)[1] != gateway_port
-    ]
-    assert outbound, "the gateway keeps its engine connection alive"
+    # The native llama-server gets a connection per request (none is kept between requests):
+    # sample the connections while requests are on their way.
+    outbound: set[str] = set()
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            for local, remote in processes.connections(real_serve.pid):
+                if local.rsplit(":", 1)[1] != gateway_port:
+                    outbound.add(remote)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        for _ in range(5):
+            response = httpx.post(
+                f"{real_serve.url}/v1/chat/completions",
+                json={**CHAT, "model": "smol", "max_tokens": 64, "ignore_eos": True},
+                headers=AUTH,
+                timeout=120,
+            )
+            assert response.status_code == 200, response.text
+    finally:
+        done.set()
+        sampler.join()
+    assert outbound, "requests on their way hold engine connections"
     for remote in outbound:
         host, port = remote.rsplit(":", 1)
         assert host == "127.0.0.1" and port in engine_ports, (remote, engine_ports)

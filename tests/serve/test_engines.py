@@ -183,8 +183,7 @@ def test_native_llama_server_flags_exist_in_its_parser(base_gguf):
     from serve.engines.llamacpp import native_llama_server
 
     binary = native_llama_server()
-    if binary is None:
-        pytest.skip("no native llama-server (python -m serve.engines.build_llama_server)")
+    assert binary, "make install builds the native llama-server (CI's engine)"
     help_text = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
     for embeddings in (False, True):
         argv = LlamaCppEngine(

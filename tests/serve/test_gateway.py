@@ -153,7 +153,12 @@ def test_health_and_metrics(gateway, client):
         (None, "{not json", 400, None),
         (None, json.dumps({"model": "smol", "messages": "hi"}), 400, None),
         (None, json.dumps({"model": "smol", "messages": HI, "temperature": "hot"}), 400, None),
-        (None, json.dumps({"model": "smol", "messages": HI, "x": "a" * (9 << 20)}), 413, None),
+        (
+            None,
+            json.dumps({"model": "smol", "messages": HI, "x": "a" * (9 << 20)}),
+            413,
+            "request_too_large",
+        ),
         (None, json.dumps({"model": "smol", "messages": [{"role": "wizard"}]}), 400, None),
         (None, json.dumps({"model": "smol", "messages": HI, "stop": 5}), 400, None),
         # caught by the gateway (llama-cpp-python would answer 500, llama-server ignore it)

@@ -40,7 +40,10 @@ def rendered_prompt(gateway, body: dict) -> str:
         return body["prompt"]
     engine = gateway.recorder.targets["qwen"]
     fields = {"messages": body["messages"], "chat_template_kwargs": body["chat_template_kwargs"]}
-    return httpx.post(f"{engine}/apply-template", json=fields, timeout=30).json()["prompt"]
+    # the engine answers only its gateway: send the key the gateway sends it
+    key = {"Authorization": f"Bearer {gateway.gateway.routes['qwen'].upstream_key}"}
+    answer = httpx.post(f"{engine}/apply-template", json=fields, headers=key, timeout=30)
+    return answer.json()["prompt"]
 
 
 def test_thinking_by_default_for_a_qwen3_template(gateway, client, engine_bodies, think_bias):

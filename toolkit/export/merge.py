@@ -68,8 +68,9 @@ def dequantized(base: Path) -> Any:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    wanted = set(model.state_dict())
     for name, tensor in quantized.state_dict().items():
-        if name not in state and name in model.state_dict() and tensor.is_floating_point():
+        if name not in state and name in wanted and tensor.is_floating_point():
             state[name] = tensor.to("cpu", torch.float32)
     missing, unexpected = model.load_state_dict(state, strict=False)
     model.tie_weights()
