@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
 ]
 KEY = "page-test-key"
+EVAL_DEADLINE = 900  # seconds
 ARTIFACTS = Path(os.environ.get("TUNESERVE_TEST_ARTIFACTS", REPO / "test-artifacts")) / "browser"
 WIDE = {"width": 1400, "height": 900}
 PHONE = {"width": 390, "height": 844}
@@ -59,7 +61,6 @@ def page_server(
 ) -> Iterator[PageServer]:
     """One `tuneserve serve base=... tuned=... --api-key K --report RUN/eval` for the module,
     and a real eval of the demo's heldout and guard suites through it into that folder."""
-    from evals.api import run_eval
     from toolkit.export import run_gguf
 
     run, _ = exported_demo
@@ -79,8 +80,11 @@ def page_server(
         previous = os.environ.get("TUNESERVE_MODELS_DIR")
         os.environ["TUNESERVE_MODELS_DIR"] = str(demo_models_dir)  # where the heldout split is
         try:
-            run_eval(
-                suites=["heldout", "guard"],
+            evaluate_within(
+                EVAL_DEADLINE,
+                log,
+                demo_models_dir / "logs" / "serve",
+                suites=["heldout", str(guard_slice(tmp_path_factory.mktemp("suites")))],
                 models=["base", "tuned"],
                 base_url=f"{root}/v1",
                 api_key=KEY,
@@ -88,6 +92,7 @@ def page_server(
                 report_dir=report_dir,
                 concurrency=2,
                 max_tokens=24,
+                timeout=60,
                 progress=False,
             )
         finally:
@@ -102,6 +107,59 @@ def page_server(
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def guard_slice(folder: Path) -> Path:
+    """Every fourth item of the built-in guard suite (75 of 300, every scorer kept), saved as
+    guard.jsonl so the report still names the suite `guard`: the page needs a guard with flips,
+    not the whole suite's statistical power."""
+    from evals.suite import BUILTIN_DIR
+
+    lines = (BUILTIN_DIR / "guard.jsonl").read_text().splitlines()
+    path = folder / "guard.jsonl"
+    path.write_text("\n".join(lines[::4]) + "\n")
+    return path
+
+
+def evaluate_within(deadline: float, serve_log: Path, engine_logs: Path, **kwargs) -> None:
+    """`run_eval(**kwargs)`, failing with what the server and the machine were doing when it
+    is not done within `deadline` seconds (locally it takes ~1 min; a hang must not wait for
+    pytest-timeout, whose stack dump does not say what the engines were up to)."""
+    from evals.api import run_eval
+
+    answered = [0, 0]
+    failure: list[BaseException] = []
+
+    def progress(done: int, total: int) -> None:
+        answered[:] = [done, total]
+
+    def work() -> None:
+        try:
+            run_eval(on_answer=progress, **kwargs)
+        except BaseException as exc:  # handed to the test's thread
+            failure.append(exc)
+
+    worker = threading.Thread(target=work, daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if worker.is_alive():
+        top = subprocess.run(
+            ["ps", "-eo", "pid,ppid,pcpu,rss,etime,args", "--sort=-pcpu"],
+            capture_output=True,
+            text=True,
+        ).stdout.splitlines()[:12]
+        pytest.fail(
+            f"the eval answered {answered[0]} of {answered[1]} in {deadline:g} s; "
+            f"load {os.getloadavg()}\n"
+            + "\n".join(line[:200] for line in top)
+            + f"\n--- serve log ---\n{serve_log.read_text()[-3000:]}"
+            + "".join(
+                f"\n--- {engine_log.name} ---\n{engine_log.read_text(errors='replace')[-3000:]}"
+                for engine_log in sorted(engine_logs.glob("*.log"))
+            )
+        )
+    if failure:
+        raise failure[0]
 
 
 def wait_until_healthy(server: subprocess.Popen, root: str, log: Path) -> None:
