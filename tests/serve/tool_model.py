@@ -1,8 +1,8 @@
 """A tool-calling tiny model, taught in the tests: data, recipe, train and export.
 
 SmolLM2-135M gets Qwen3's chat template (whose tools section the gateway and vLLM render)
-and learns from 32 generated conversations (16 steps of 2, about 6 of each behaviour) to call
-`get_weather`/`get_time` with the city asked about, both at once when asked both, to answer
+and learns from 56 generated conversations (12 of each behaviour, two passes: 56 steps of 2)
+to call `get_weather`/`get_time` with the city asked about, both at once when asked both, to answer
 from a tool's result, and to answer plain questions without a call. OpenAI messages and
 ShareGPT `function_call` turns are both trained on. Cheap on purpose: short
 rows, a high learning rate, few steps; the matrix tests (test_matrix_*.py) share the one model
@@ -49,6 +49,7 @@ TRAIN_CITIES += ["Sydney", "Berlin", "Nairobi", "Dublin", "Seoul", "Havana", "Vi
 TEST_CITIES = ["Madrid", "Boston", "Lisbon"]
 PLAIN = [("Say hello.", "Hello!"), ("What is 2 + 3?", "5."), ("Name a color.", "Blue.")]
 PLAIN += [("Say goodbye.", "Goodbye!"), ("What is 4 + 4?", "8."), ("Name a fruit.", "Apple.")]
+PLAIN += [("Say thanks.", "Thanks!"), ("Name a shape.", "Circle.")]
 
 
 def _call(name: str, city: str) -> dict:
@@ -71,18 +72,21 @@ def both_question(city: str) -> str:
     return f"Weather and time in {city}?"
 
 
+# Tool results in training: spread out, so the answer must copy the number (the tests give 21).
+TEMPERATURES = [4, 9, 13, 17, 26, 30, 33, 7, 15, 28, 35, 11]
+
+
 def openai_rows(cities: list[str]) -> list[dict]:
-    """OpenAI messages, 6 of each: a call for the weather, one for the time, a weather call
-    answered from its result, and a plain question answered without a call.
+    """OpenAI messages, 12 of each: a call for the weather, one for the time, a weather call
+    answered from its result, and 8 plain questions answered without a call.
 
     Every row ends with the turn it teaches, as a served request does: Qwen3's template writes
     the empty think block of chat mode only before a conversation's last answer, so behaviour
     learnt mid-conversation would not be what the model does when served.
     """
-    rows = [[ask(weather_question(city)), calling(("get_weather", city))] for city in cities[:6]]
-    rows += [[ask(time_question(city)), calling(("get_time", city))] for city in cities[6:12]]
-    for number, city in enumerate(cities[12:] + cities[:2]):
-        degrees = 10 + number
+    rows = [[ask(weather_question(city)), calling(("get_weather", city))] for city in cities[:12]]
+    rows += [[ask(time_question(city)), calling(("get_time", city))] for city in cities[4:]]
+    for city, degrees in zip(cities[2:14], TEMPERATURES, strict=True):
         rows.append(
             [
                 ask(weather_question(city)),
@@ -98,11 +102,11 @@ def openai_rows(cities: list[str]) -> list[dict]:
 
 
 def sharegpt_rows(cities: list[str]) -> list[dict]:
-    """LLaMA-Factory's tool format (`tools` as JSON text, calls as a `function_call` turn): 8
+    """LLaMA-Factory's tool format (`tools` as JSON text, calls as a `function_call` turn): 12
     questions about both weather and time, each answered with both calls at once."""
     tools = json.dumps([tool["function"] for tool in TOOLS])
     rows = []
-    for city in cities[2:10]:
+    for city in cities[1:13]:
         both = [
             {"name": "get_weather", "arguments": {"city": city}},
             {"name": "get_time", "arguments": {"city": city}},
@@ -164,7 +168,7 @@ def qwen3_styled_base(base_model: Path, out: Path) -> Path:
     return out
 
 
-def write_project(folder: Path, base: Path, steps: int = 16) -> Path:
+def write_project(folder: Path, base: Path, steps: int = 56) -> Path:
     """The recipe and its two data files; returns the recipe's path."""
     folder.mkdir(parents=True, exist_ok=True)
     with (folder / "tools.jsonl").open("w") as out:
