@@ -42,6 +42,8 @@ class ModelSource:
     knows_thinking: bool | None = None  # for `url`: its template reads enable_thinking
     adapters: tuple[tuple[str, Path], ...] = ()  # LoRA adapters served unmerged (vLLM), by name
     engine_args: tuple[str, ...] = ()  # passed through to the engine's command line
+    embeddings: bool = False  # served for /v1/embeddings only (`--embeddings NAME=PATH`)
+    ctx: int | None = None  # context per request (`--ctx`); None: the model's trained one
 
     @property
     def served_names(self) -> list[str]:
@@ -165,6 +167,8 @@ def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str
         return VllmEngine(
             name=source.name,
             model_path=source.path,
+            embeddings=source.embeddings,
+            max_model_len=source.ctx,
             tensor_parallel_size=tensor,
             pipeline_parallel_size=pipeline,
             visible_devices=devices,
@@ -186,6 +190,8 @@ def _make_engine(source: ModelSource, engine: str, scale: ScaleOut, devices: str
     return LlamaCppEngine(
         name=source.name,
         model_path=source.path,
+        embeddings=source.embeddings,
+        n_ctx=source.ctx,
         gpus=scale.gpus or 0,
         threads=None if scale.gpus else scale.cpu_threads,
         visible_devices=devices,
@@ -338,6 +344,9 @@ def serve_models(
     pipeline_parallel: int = 1,
     lora: Sequence[str] = (),
     engine_args: Sequence[str] = (),
+    embeddings: Sequence[str] = (),
+    ctx: int | None = None,
+    cors_origins: Sequence[str] = (),
     report_dir: Path | None = None,
     engine_timeout: float = READ_TIMEOUT,
     public_metrics: bool = False,
@@ -349,11 +358,13 @@ def serve_models(
     serve each model behind its one name (serve/replicas.py); `gpus` is the GPUs of each
     engine (vLLM tensor x `pipeline_parallel`, llama.cpp's layer split). `lora` (NAME=PATH)
     serves adapters unmerged next to the one base model (vLLM); `engine_args` go verbatim to
-    every engine's command line. `report_dir` (an eval folder) is what the compare page at `/`
-    shows beside the chat: the report and the training run it belongs to. An engine that sends
-    nothing for `engine_timeout` seconds gets its request answered 504. With a key on a
-    non-loopback host, /health and /metrics (which name the served models) need the key too,
-    unless `public_metrics`.
+    every engine's command line. `embeddings` (NAME=PATH) are served for /v1/embeddings;
+    `ctx` caps each request's context (default: what each model was trained with);
+    `cors_origins` lets browser pages from those origins call the gateway. `report_dir` (an
+    eval folder) is what the compare page at `/` shows beside the chat: the report and the
+    training run it belongs to. An engine that sends nothing for `engine_timeout` seconds gets
+    its request answered 504. With a key on a non-loopback host, /health and /metrics (which
+    name the served models) need the key too, unless `public_metrics`.
     """
     import uvicorn
 
@@ -364,6 +375,9 @@ def serve_models(
     if report_dir is not None:
         report_dir = find_report_dir(Path(report_dir))
     sources = _attach_adapters([parse_model(model) for model in models], lora)
+    sources += [dataclasses.replace(parse_model(e), embeddings=True) for e in embeddings]
+    if ctx is not None:
+        sources = [dataclasses.replace(source, ctx=ctx) for source in sources]
     if engine_args:
         sources = [
             dataclasses.replace(source, engine_args=tuple(engine_args))
@@ -384,6 +398,7 @@ def serve_models(
         gateway = Gateway(
             routes,
             api_key=api_key,
+            cors_origins=cors_origins,
             report_dir=report_dir,
             engine_timeout=engine_timeout,
             key_for_status=bool(api_key) and not is_loopback(host) and not public_metrics,

@@ -22,7 +22,9 @@ On llama.cpp, as GGUF LoRA files: tuneserve serve base.gguf --lora tuned=tuned-l
 (python -m toolkit.export.lora_gguf converts; needs the native llama-server)
 
 Compare page: open http://127.0.0.1:8000/ (add --report models/runs/NAME/eval for the eval
-report and the training run beside the chat).""",
+report and the training run beside the chat).
+
+Embeddings: tuneserve serve tuned=x.gguf --embeddings embed=x.gguf (POST /v1/embeddings, model "embed")""",
 )
 @click.argument("models", nargs=-1, required=True)
 @click.option(
@@ -98,6 +100,25 @@ report and the training run beside the chat).""",
     help="Pass ARG to every engine's command line, e.g. --engine-arg=--enable-log-requests.",
 )
 @click.option(
+    "--embeddings",
+    multiple=True,
+    metavar="NAME=PATH",
+    help="Also serve PATH for /v1/embeddings only, as model NAME (repeatable).",
+)
+@click.option(
+    "--ctx",
+    default=None,
+    type=click.IntRange(256),
+    help="Context tokens per request (default: what each model was trained with).",
+)
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Let browser pages from ORIGIN call the API, e.g. http://localhost:3000 ('*': any). Off by default.",
+)
+@click.option(
     "--report",
     "report_dir",
     default=None,
@@ -121,6 +142,9 @@ def serve_command(
     pipeline_parallel: int,
     lora: tuple[str, ...],
     engine_args: tuple[str, ...],
+    embeddings: tuple[str, ...],
+    ctx: int | None,
+    cors_origins: tuple[str, ...],
     report_dir: Path | None,
 ) -> None:
     """Serve MODEL... (GGUF files or merged16 folders, optionally NAME=PATH) behind an
@@ -147,5 +171,8 @@ def serve_command(
         pipeline_parallel=pipeline_parallel,
         lora=lora,
         engine_args=engine_args,
+        embeddings=embeddings,
+        ctx=ctx,
+        cors_origins=cors_origins,
         report_dir=report_dir,
     )

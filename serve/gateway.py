@@ -9,7 +9,7 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,16 +28,23 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
+from serve.embeddings import create_embeddings
 from serve.engines.base import Engine
 from serve.engines.llamacpp import chat_to_completion, completion_to_chat
+from serve.fanout import fan_out
 from serve.identity import Identity
-from serve.modes import MODES, Mode, apply_defaults, resolve_mode, split_alias
+from serve.legacy_completions import LegacyShape
+from serve.model_list import get_model, list_models
+from serve.modes import Mode, apply_defaults, resolve_mode, split_alias
 from serve.page import page_routes
 from serve.protocol import (
     MAX_BODY_BYTES,
     GatewayError,
+    check_engine_takes,
+    cors_app,
     engine_error,
     error_response,
+    legacy_shape,
     upstream_error,
     upstream_status,
     validate_request,
@@ -45,8 +52,17 @@ from serve.protocol import (
 from serve.reasoning import split_chat_response
 from serve.replicas import ReplicaPool
 from serve.request_body import read_json_body
-from serve.streaming import EventStream, chat_events, engine_pieces, wait_disconnect
+from serve.responses import create_response
+from serve.streaming import (
+    EventStream,
+    chat_events,
+    engine_pieces,
+    rewritten_events,
+    wait_disconnect,
+)
 from serve.supervisor import Supervisor
+from serve.tool_calls import parse_response
+from serve.tools import completion_grammar, read_tool_plan, shape_for_engine
 from serve.upstream import READ_TIMEOUT, UpstreamError, UpstreamPool, UpstreamResponse
 
 logger = logging.getLogger(__name__)
@@ -96,6 +112,8 @@ class _Prepared:
     upstream: str | None = None  # the replica picked for this request (else route.upstream)
     upstream_key: str | None = None  # that replica's own engine key (else route.upstream_key)
     payload: bytes = b""  # the body as sent to the engine, encoded once in _prepare
+    parse_tools: bool = False  # the gateway turns `<tool_call>` text into tool_calls
+    legacy: LegacyShape | None = None  # completions reshaped as OpenAI's (llama-server)
 
 
 class Gateway:
@@ -109,6 +127,7 @@ class Gateway:
         routes: list[ModelRoute],
         api_key: str | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
+        cors_origins: Sequence[str] = (),
         report_dir: Path | None = None,
         engine_timeout: float = READ_TIMEOUT,
         key_for_status: bool = False,
@@ -154,6 +173,9 @@ class Gateway:
                 HttpRoute("/v1/chat/completions", self.chat_completions, methods=["POST"]),
                 HttpRoute("/v1/completions", self.completions, methods=["POST"]),
                 HttpRoute("/v1/models", self.models, methods=["GET"]),
+                HttpRoute("/v1/models/{model_id:path}", self.model, methods=["GET"]),
+                HttpRoute("/v1/responses", self.responses, methods=["POST"]),
+                HttpRoute("/v1/embeddings", self.embeddings, methods=["POST"]),
                 HttpRoute("/health", self.health, methods=["GET"]),
                 HttpRoute("/metrics", self.metrics, methods=["GET"]),
                 *page_routes(self._check_key, report_dir),  # the compare page at /
@@ -162,6 +184,8 @@ class Gateway:
             exception_handlers={HTTPException: _http_error, Exception: _internal_error},
         )
         self.app = self  # the gateway is the ASGI application
+        if cors_origins:  # outermost, so preflights and the completions fast path get it too
+            self.app = cors_app(self, cors_origins)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         """The ASGI entry: completions skip Starlette's router and middleware (they wrap every
@@ -187,27 +211,16 @@ class Gateway:
 
     # --- plain endpoints -------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
-        if (denied := self._check_key(request)) is not None:
-            return denied
-        now = int(time.time())
-        data = []
-        for name, route in self.routes.items():
-            # an extra field OpenAI clients ignore: eval caches key their answers by it
-            extra = {}
-            if route.identity is not None:
-                extra = {"identity": route.identity.value, "identity_source": route.identity.source}
-            for model_id in (name, *(f"{name}:{mode}" for mode in MODES)):
-                data.append(
-                    {
-                        "id": model_id,
-                        "object": "model",
-                        "created": now,
-                        "owned_by": "tuneserve",
-                        "root": name,
-                        **extra,
-                    }
-                )
-        return JSONResponse({"object": "list", "data": data})
+        return await list_models(self, request)
+
+    async def model(self, request: Request) -> Response:
+        return await get_model(self, request)
+
+    async def responses(self, request: Request) -> Response:
+        return await create_response(self, request)
+
+    async def embeddings(self, request: Request) -> Response:
+        return await create_embeddings(self, request)
 
     async def health(self, request: Request) -> Response:
         if self.key_for_status and (denied := self._check_key(request)) is not None:
@@ -232,11 +245,26 @@ class Gateway:
         return await self._complete(request, chat=False)
 
     async def _complete(self, request: Request, chat: bool) -> Response:
-        started = time.perf_counter()
+        body = await self.read_request(request)
+        if isinstance(body, Response):
+            return body
+        return await self.complete(request, body, chat)
+
+    async def read_request(self, request: Request) -> dict | Response:
+        """For endpoints in other modules: the JSON body, or the error to answer (bad key,
+        bad JSON, too large)."""
         if (denied := self._check_key(request)) is not None:
             return denied
         try:
-            body = await read_json_body(request.receive, request.headers, self.max_body_bytes)
+            return await read_json_body(request.receive, request.headers, self.max_body_bytes)
+        except GatewayError as exc:
+            return error_response(exc.status, exc.message, exc.param, exc.code)
+
+    async def complete(self, request: Request, body: dict, chat: bool) -> Response:
+        """One completion (the key already checked): a JSON answer, an SSE stream of chunks,
+        or an OpenAI-shaped error. Other endpoints (serve/responses.py) call it too."""
+        started = time.perf_counter()
+        try:
             prepared = self._prepare(body, chat)
         except GatewayError as exc:
             return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
@@ -246,11 +274,19 @@ class Gateway:
                 raise GatewayError(
                     503, f"the engine for {route.name!r} is down; it is being restarted"
                 )
-            send = self._stream if prepared.body.get("stream") else self._forward
-            if route.pool is not None:
-                response = await route.pool.send(send, request, prepared)
+            stream = bool(prepared.body.get("stream"))
+            send = self._stream if stream else self._forward
+
+            async def send_one(prepared: _Prepared) -> Response:
+                if route.pool is not None:
+                    return await route.pool.send(send, request, prepared)
+                return await send(request, prepared)
+
+            n = prepared.body.get("n") or 1
+            if n > 1 and route.engine is not None and route.engine.kind == "llamacpp":
+                response = await fan_out(send_one, prepared, n, stream)
             else:
-                response = await send(request, prepared)
+                response = await send_one(prepared)
         except GatewayError as exc:
             response = error_response(
                 exc.status, exc.message, exc.param, exc.code, prepared.headers
@@ -273,6 +309,22 @@ class Gateway:
             code="invalid_api_key",
         )
 
+    async def relay(self, request: Request, route: ModelRoute, path: str, body: dict) -> Response:
+        """POST `body` as it is to `path` on the route's engine; the engine's answer, with
+        errors made OpenAI-shaped (the /v1/embeddings endpoint)."""
+        payload = json.dumps(body, ensure_ascii=False).encode()
+        prepared = _Prepared(route, path, body, route.server_mode, {}, False, payload=payload)
+        try:
+            if not route.up:
+                raise GatewayError(
+                    503, f"the engine for {route.name!r} is down; it is being restarted"
+                )
+            if route.pool is not None:
+                return await route.pool.send(self._forward, request, prepared)
+            return await self._forward(request, prepared)
+        except GatewayError as exc:
+            return error_response(exc.status, exc.message, exc.param, exc.code)
+
     def _prepare(self, body: dict, chat: bool) -> _Prepared:
         model = body.get("model")
         if not isinstance(model, str):
@@ -290,6 +342,11 @@ class Gateway:
         if route.name == model:
             alias_mode = None
         validate_request(body, chat)
+        check_engine_takes(body, route.name, route.engine)
+        legacy = legacy_shape(body, route.engine) if not chat else None
+        if legacy is not None and legacy.echo is not None:
+            body = {key: value for key, value in body.items() if key != "echo"}  # echoed here
+        plan = read_tool_plan(body) if chat else None
         mode = resolve_mode(body, alias_mode, route.server_mode)
         body, sent = apply_defaults(body, mode)
         body["model"] = route.name
@@ -300,13 +357,19 @@ class Gateway:
         prepared = _Prepared(
             route, "/v1/chat/completions" if chat else "/v1/completions", body, mode, headers, chat
         )
+        prepared.legacy = legacy
         if chat and route.knows_thinking:
             kwargs = dict(body.get("chat_template_kwargs") or {})
             kwargs.setdefault("enable_thinking", mode == "thinking")
             body["chat_template_kwargs"] = kwargs
             # the template closes an empty think block: nothing generated is reasoning
             prepared.thinking_closed = kwargs["enable_thinking"] is False
-        if chat and route.renders_chat:
+        render_tools = False
+        if chat and route.engine is not None:
+            body, render_tools = shape_for_engine(body, plan, route.engine)
+            prepared.body = body
+            prepared.parse_tools = render_tools and plan is not None and plan.choice != "none"
+        if chat and (route.renders_chat or render_tools):
             try:
                 prompt = route.engine.render(body)  # type: ignore[union-attr]
             except Exception as exc:  # a template error is the request's fault
@@ -317,6 +380,12 @@ class Gateway:
             prepared.path, prepared.rendered = "/v1/completions", True
             prepared.in_reasoning = prompt.rstrip().endswith("<think>")
             prepared.thinking_closed = prompt.rstrip().endswith("</think>")
+            thinking = "open" if prepared.in_reasoning else "optional"
+            if prepared.thinking_closed or not route.knows_thinking:
+                thinking = "no"
+            grammar = completion_grammar(plan, body, thinking)
+            if grammar is not None:
+                prepared.body["grammar"] = grammar
         try:
             # Strict UTF-8 out as well as in: a lone surrogate sent escaped ("\ud800") decodes
             # to a str that is not Unicode text, and engines choke on it in their tokenizer.
@@ -365,12 +434,17 @@ class Gateway:
         if status != 200:
             status = upstream_status(status, content)
             return upstream_error(status, content, prepared.headers)
-        if not prepared.chat:  # nothing to change: the engine's bytes as they are
+        if not prepared.chat and prepared.legacy is None:  # the engine's bytes as they are
             return Response(content, media_type="application/json", headers=prepared.headers)
+        if prepared.legacy is not None:
+            data = prepared.legacy.whole(json.loads(content))
+            return JSONResponse(data, headers=prepared.headers)
         data = json.loads(content)
         if prepared.rendered:
             data = completion_to_chat(data)
         data = split_chat_response(data, prepared.in_reasoning, prepared.thinking_closed)
+        if prepared.parse_tools:
+            data = parse_response(data)
         return JSONResponse(data, headers=prepared.headers)
 
     async def _stream(self, request: Request, prepared: _Prepared) -> Response:
@@ -390,7 +464,10 @@ class Gateway:
                 in_reasoning=prepared.in_reasoning,
                 thinking_closed=prepared.thinking_closed,
                 single_choice=prepared.body.get("n") in (None, 1),
+                tools=prepared.parse_tools,
             )
+        elif prepared.legacy is not None:
+            pieces = rewritten_events(pieces, prepared.legacy.chunks().rewrite)
         return EventStream(pieces, prepared.headers, close=upstream.close)  # type: ignore[return-value]
 
 

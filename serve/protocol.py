@@ -7,22 +7,21 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse
 
+from serve.engine_errors import openai_error, status_type
+from serve.legacy_completions import LegacyShape
 from serve.modes import SAMPLING_FIELDS
 from serve.upstream import UpstreamError, UpstreamTimeout, UpstreamTooLarge
 
+if TYPE_CHECKING:
+    from serve.engines.base import Engine
+
 MAX_BODY_BYTES = 8 * 1024 * 1024
 _ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
-_STATUS_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    413: "invalid_request_error",
-    499: "client_closed_request",
-    503: "service_unavailable",
-}
 
 
 class GatewayError(Exception):
@@ -71,15 +70,14 @@ def error_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """`{"error": {"message", "type", "param", "code"}}` with the HTTP status, as OpenAI does."""
-    kind = _STATUS_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    error = {"message": message, "type": kind, "param": param, "code": code}
+    error = {"message": message, "type": status_type(status), "param": param, "code": code}
     return JSONResponse({"error": error}, status_code=status, headers=headers)
 
 
 # Numeric fields: (lowest, highest, integer). Bounds are the OpenAI API's, widened where an
 # engine accepts more (top_k -1 = off); values past them reach an engine as a 500 or worse.
 _NUMBERS: dict[str, tuple[float | None, float | None, bool]] = {
-    "temperature": (0, None, False),
+    "temperature": (0, 2, False),
     "top_p": (0, 1, False),
     "min_p": (0, 1, False),
     "top_k": (-1, None, True),
@@ -129,13 +127,72 @@ def validate_request(body: dict, chat: bool) -> None:
     logit_bias = body.get("logit_bias")
     if logit_bias is not None and not (
         isinstance(logit_bias, dict)
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in logit_bias.values())
+        and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and -100 <= v <= 100
+            for v in logit_bias.values()
+        )
     ):  # llama-server ignores a malformed one; llama-cpp-python answers 500
         raise GatewayError(
-            400, "'logit_bias' must be an object of token id -> number", "logit_bias"
+            400, "'logit_bias' must be an object of token id -> number in -100 .. 100", "logit_bias"
         )
     if not isinstance(body.get("response_format", {}), dict | None):
         raise GatewayError(400, "'response_format' must be an object", "response_format")
+
+
+def legacy_shape(body: dict, engine: Engine | None) -> LegacyShape | None:
+    """How the gateway reshapes a completions answer where the engine does not (None where it
+    does): llama-server ignores `echo` and writes chat-shaped logprobs, llama-cpp-python
+    ignores `echo` when streaming. GatewayError(400) for what the gateway cannot do either."""
+    if engine is None:
+        return None
+    if engine.legacy_completions and not (body.get("echo") and body.get("stream")):
+        return None
+    if engine.legacy_completions and engine.kind != "llamacpp":
+        return None
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    text = prompt if isinstance(prompt, str) else None
+    if body.get("echo"):
+        if text is None:
+            raise GatewayError(400, "'echo' needs one text prompt on this engine", "echo")
+        if body.get("logprobs"):
+            raise GatewayError(
+                400,
+                "'echo' with 'logprobs' needs the prompt's log-probabilities, "
+                "which llama.cpp does not give",
+                "echo",
+            )
+    return LegacyShape(text if body.get("echo") else None, len(text or ""))
+
+
+_TEXT_PARTS = {"text", "input_text", "output_text", "refusal"}
+
+
+def check_engine_takes(body: dict, name: str, engine: Engine | None) -> None:
+    """400 for what this model cannot take: generation from an embeddings model, and on
+    llama.cpp (served here without a vision projector) any content part but text."""
+    if engine is None:
+        return
+    if engine.embeddings:
+        raise GatewayError(
+            400, f"model {name!r} is served for embeddings only: use /v1/embeddings", "model"
+        )
+    if engine.kind != "llamacpp" or any(
+        arg.startswith(("--mmproj", "-mm")) for arg in engine.extra_args
+    ):
+        return  # vLLM, or llama.cpp given a vision projector, knows what its model takes
+    for index, message in enumerate(body.get("messages") or []):
+        content = message.get("content")
+        for part in content if isinstance(content, list) else []:
+            if part["type"] not in _TEXT_PARTS:
+                raise GatewayError(
+                    400,
+                    f"model {name!r} takes text only; messages[{index}] has a "
+                    f"{str(part['type'])[:40]!r} part",
+                    "messages",
+                    "unsupported_content",
+                )
 
 
 def _check_messages(messages: object) -> None:
@@ -200,10 +257,14 @@ def upstream_error(status: int, content: bytes, headers: dict[str, str]) -> JSON
         data = json.loads(content)
     except (json.JSONDecodeError, UnicodeDecodeError):
         data = None
-    if isinstance(data, dict) and isinstance(data.get("error"), dict):
-        error = {"type": _STATUS_TYPES.get(status, "server_error"), **data["error"]}
-        if status == 400:  # an engine's 500 recognised as the request's fault
-            error["type"] = "invalid_request_error"
+    if isinstance(data, dict) and isinstance(data.get("error"), dict | str):
+        found = data["error"] if isinstance(data["error"], dict) else {"message": data["error"]}
+    elif isinstance(data, dict) and isinstance(data.get("message"), str):  # older vLLM: flat
+        found = data
+    else:
+        found = None
+    if found is not None:
+        error = openai_error(status, found)
         return JSONResponse({"error": error}, status_code=status, headers=headers)
     message = data.get("detail") if isinstance(data, dict) else None
     text = content.decode(errors="replace")[:500]
@@ -215,3 +276,18 @@ def upstream_status(status: int, content: bytes) -> int:
     if status == 500 and b"validation error" in content[:200]:
         return 400
     return status
+
+
+def cors_app(app: Any, origins: Sequence[str]) -> Any:
+    """`app` answering browser pages from `origins` (`*` for any): preflights, and the
+    response headers a page may read (the mode and sampling the gateway sent)."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    return CORSMiddleware(
+        app,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=["x-tuneserve-mode", "x-tuneserve-sampling"],
+        max_age=600,
+    )

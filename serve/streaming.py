@@ -11,6 +11,7 @@ from typing import Any
 
 from serve.engines.llamacpp import completion_chunk_to_chat
 from serve.reasoning import ChunkSplitter
+from serve.tool_calls import ToolChunkParser
 from serve.upstream import UpstreamError, UpstreamResponse
 
 
@@ -91,6 +92,7 @@ async def chat_events(
     in_reasoning: bool,
     thinking_closed: bool,
     single_choice: bool,
+    tools: bool = False,
 ) -> AsyncIterator[bytes]:
     """Chat chunks with reasoning split out; the engine's own bytes once nothing is left to do.
 
@@ -98,10 +100,12 @@ async def chat_events(
     would give back the same chunk): only the first chunk of a plain answer, and the thinking
     part of a reasoning one, are decoded and encoded again. Later pieces pass as sent when they
     hold whole events and no `reasoning` field to mirror under its other name (vLLM's parser).
-    A rendered completion stream (llama-cpp-python with a thinking template) is reshaped
-    chunk by chunk to the end.
+    A rendered completion stream (llama-cpp-python with a thinking template, tool requests on
+    llama.cpp) is reshaped chunk by chunk to the end; with `tools`, `<tool_call>` text
+    becomes `delta.tool_calls`.
     """
     splitter = ChunkSplitter(in_reasoning, thinking_closed)
+    calls = ToolChunkParser() if tools else None
     first = True
     settled = False
     buffer = b""
@@ -129,12 +133,40 @@ async def chat_events(
             if rendered and "choices" in chunk:
                 chunk = completion_chunk_to_chat(chunk, first)
                 first = False
-            out.append(f"data: {json.dumps(splitter.rewrite(chunk))}\n\n".encode())
+            chunk = splitter.rewrite(chunk)
+            if calls is not None:
+                chunk = calls.rewrite(chunk)
+            out.append(f"data: {json.dumps(chunk)}\n\n".encode())
         if out:
             yield b"".join(out)
         settled = not rendered and single_choice and splitter.settled()
     if buffer.strip():
         yield buffer  # an unterminated last event, as the engine sent it
+
+
+async def rewritten_events(
+    pieces: AsyncIterator[bytes], rewrite: Callable[[dict], dict]
+) -> AsyncIterator[bytes]:
+    """Every JSON event of a stream passed through `rewrite`; other events as they are."""
+    buffer = b""
+    async for piece in pieces:
+        buffer += piece.replace(b"\r\n", b"\n")
+        *events, buffer = buffer.split(b"\n\n")
+        out = []
+        for event in events:
+            payload = _data(event)
+            if payload is None:
+                continue
+            try:
+                chunk = json.loads(payload)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                out.append(b"data: " + payload + b"\n\n")
+                continue
+            out.append(f"data: {json.dumps(rewrite(chunk))}\n\n".encode())
+        if out:
+            yield b"".join(out)
+    if buffer.strip():
+        yield buffer
 
 
 _EVENT_ENDS = (b"\n\n", b"\r\n\r\n")

@@ -1,10 +1,15 @@
 """Chat templates: the tokenizer's own by default, named ones (qwen3, chatml, llama3) when it has none.
 
+Tool conversations render through the template's tools section, or, for a template without
+one, through the tool prompt the gateway serves such models with (serve/tool_prompt.py).
+
 QWEN3 follows Qwen3's published template: assistant turns after the last user query carry
 `<think>...</think>`, and `enable_thinking=False` at generation time writes an empty think block.
 """
 
 from __future__ import annotations
+
+from serve.tool_prompt import has_tool_turns, renders_tools, with_tool_prompt
 
 QWEN3 = """\
 {%- if tools %}
@@ -134,9 +139,18 @@ def training_template(tokenizer, name: str) -> str:
     )
 
 
-def _render(tokenizer, template: str, messages: list[dict], *, prompt: bool, thinking: bool) -> str:
+def _render(
+    tokenizer,
+    template: str,
+    messages: list[dict],
+    *,
+    prompt: bool,
+    thinking: bool,
+    tools: list[dict] | None = None,
+) -> str:
     return tokenizer.apply_chat_template(
         messages,
+        tools=tools or None,
         chat_template=template,
         tokenize=False,
         add_generation_prompt=prompt,
@@ -144,27 +158,48 @@ def _render(tokenizer, template: str, messages: list[dict], *, prompt: bool, thi
     )
 
 
+def with_tools(
+    tokenizer, template: str, messages: list[dict], tools: list[dict] | None
+) -> tuple[list[dict], list[dict] | None]:
+    """(messages, tools) to render a tool conversation with: the template's own tools section
+    when it has one, else the tool prompt the gateway writes for such templates when serving
+    (serve/tool_prompt.py), so the model learns the prompt it will be served."""
+    if not tools and not has_tool_turns(messages):
+        return messages, None
+    if renders_tools(
+        lambda probe, probe_tools: _render(
+            tokenizer, template, probe, prompt=True, thinking=False, tools=probe_tools
+        )
+    ):
+        return messages, tools
+    return with_tool_prompt(messages, tools), None
+
+
 def assistant_spans(
-    tokenizer, template: str, messages: list[dict], mode: str
+    tokenizer, template: str, messages: list[dict], mode: str, tools: list[dict] | None = None
 ) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and the character spans of its assistant replies.
 
     A reply starts where the template's generation prompt for it ends, and runs through its
     end-of-turn marker, so the model learns to stop. Thinking examples are rendered with their
-    reasoning, chat examples with thinking disabled, as Qwen3's template does.
+    reasoning, chat examples with thinking disabled, as Qwen3's template does. An assistant's
+    tool calls are part of its reply; tool results are not (they come as other turns).
     """
     thinking = mode == "thinking"
     if len(messages) == 1 and messages[0]["role"] == "assistant":  # plain text rows
         text = messages[0]["content"] + (tokenizer.eos_token or "")
         return text, [(0, len(text))]
-    full = _render(tokenizer, template, messages, prompt=False, thinking=thinking)
+    messages, tools = with_tools(tokenizer, template, messages, tools)
+    full = _render(tokenizer, template, messages, prompt=False, thinking=thinking, tools=tools)
     spans = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant" or index == 0:
             continue
         start = None
         for flag in (thinking, not thinking):
-            prefix = _render(tokenizer, template, messages[:index], prompt=True, thinking=flag)
+            prefix = _render(
+                tokenizer, template, messages[:index], prompt=True, thinking=flag, tools=tools
+            )
             if full.startswith(prefix):
                 start = len(prefix)
                 break
@@ -187,10 +222,16 @@ def _end_of_turn(text: str, start: int) -> int:
 
 
 def tokenize_masked(
-    tokenizer, template: str, messages: list[dict], mode: str, max_length: int, responses_only: bool
+    tokenizer,
+    template: str,
+    messages: list[dict],
+    mode: str,
+    max_length: int,
+    responses_only: bool,
+    tools: list[dict] | None = None,
 ) -> dict[str, list[int]]:
     """input_ids and labels: -100 everywhere but the assistant replies (when `responses_only`)."""
-    text, spans = assistant_spans(tokenizer, template, messages, mode)
+    text, spans = assistant_spans(tokenizer, template, messages, mode, tools)
     encoded = tokenizer(
         text,
         add_special_tokens=False,

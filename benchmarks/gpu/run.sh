@@ -134,6 +134,10 @@ stage_vllm_serve() {  # `tuneserve serve --engine vllm` once; tests, benchmarks 
   bash benchmarks/gpu/vllm_serve.sh
 }
 
+stage_tools_matrix() {  # issue 20: the tool model taught, served on vLLM, the client matrix through it
+  bash benchmarks/gpu/tools_matrix.sh
+}
+
 # Stages stop at the deadline (seconds from now; a device call may run 600 s) so that what
 # they wrote is still packed and comes back.
 DEADLINE=${DEADLINE:-560}

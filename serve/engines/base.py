@@ -6,6 +6,7 @@ import secrets
 import socket
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
@@ -50,6 +51,12 @@ class Engine(ABC):
     kind: ClassVar[str] = "engine"  # "llamacpp", "vllm"
     # True when the gateway renders the chat template and calls /v1/completions (see llamacpp.py)
     renders_chat: ClassVar[bool] = False
+    # True when the engine itself renders tools, enforces tool_choice and parses tool calls
+    # (vLLM); else the gateway does (serve/tools.py)
+    parses_tools: ClassVar[bool] = False
+    embeddings: bool = False  # serves /v1/embeddings only (`tuneserve serve --embeddings`)
+    # False when /v1/completions ignores `echo` and writes chat-shaped logprobs (llama-server)
+    legacy_completions: ClassVar[bool] = True
     # Whether a keep-alive connection to it may carry the next request (see LlamaCppEngine).
     reuses_connections: ClassVar[bool] = True
 
@@ -84,6 +91,13 @@ class Engine(ABC):
     def chat_template(self) -> str | None:
         """The model's chat template, when the gateway can read it."""
         return None
+
+    @cached_property
+    def renders_tools(self) -> bool:
+        """Whether the model's template writes tool definitions into the prompt."""
+        from serve.chat_template import template_renders_tools
+
+        return template_renders_tools(self.chat_template())
 
     def extra_sampling(self) -> dict[str, float]:
         """Fields sent with every request so the engine's own defaults never leak (SPEC §5)."""

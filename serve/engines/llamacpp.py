@@ -7,6 +7,10 @@ else `llama-server` on PATH, else the one `make install` built and cached
 llama-cpp-python's server takes `chat_template_kwargs` only at load time, so for a template
 that knows `enable_thinking` the gateway renders the template itself (per request) and calls
 the engine's /v1/completions; `chat_to_completion` and `completion_to_chat*` do that mapping.
+The gateway does the same for tool requests on either server (serve/tools.py).
+
+Context: every request may use the model's trained context (or `ctx`): llama-server's slots
+share one unified KV cache of that size instead of each getting a quarter of it.
 """
 
 from __future__ import annotations
@@ -14,24 +18,28 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
+from serve.chat_template import render_chat
 from serve.engines.base import Engine, EngineError
 from serve.modes import template_knows_thinking
+from toolkit.errors import TuneserveError
+
+DEFAULT_CTX = 4096  # when the GGUF does not say what context the model was trained with
 
 # Chat fields with no /v1/completions meaning (the rendered prompt already carries them).
-_CHAT_ONLY = {"messages", "tools", "tool_choice", "functions", "function_call"}
-_CHAT_ONLY |= {"chat_template_kwargs", "response_format", "logprobs", "top_logprobs"}
+_CHAT_ONLY = {"messages", "tools", "tool_choice", "parallel_tool_calls", "functions"}
+_CHAT_ONLY |= {"function_call", "chat_template_kwargs", "response_format", "logprobs"}
+_CHAT_ONLY |= {"top_logprobs", "max_completion_tokens"}
 
 
 @dataclass
 class LlamaCppEngine(Engine):
-    n_ctx: int = 2048
+    n_ctx: int | None = None  # None: the context the model was trained with
     threads: int | None = None
     parallel: int = 4  # native llama-server slots (continuous batching)
     gpus: int = 0  # >0: every layer offloaded, split by layer across this many GPUs
@@ -45,6 +53,10 @@ class LlamaCppEngine(Engine):
     def native_binary(self) -> str | None:
         # decided once per engine: the gateway asks `renders_chat` on every request
         return native_llama_server()
+
+    @property
+    def legacy_completions(self) -> bool:  # type: ignore[override]
+        return self.native_binary is None  # llama-cpp-python's server speaks the legacy shape
 
     @property
     def reuses_connections(self) -> bool:  # type: ignore[override]
@@ -64,11 +76,15 @@ class LlamaCppEngine(Engine):
         if binary:
             argv = [binary, "-m", str(self.model_path), "--host", self.host]
             argv += ["--port", str(self.port), "--alias", self.name, "--jinja"]
-            argv += ["--parallel", str(self.parallel), "-c", str(self.n_ctx * self.parallel)]
+            # one KV cache shared by the slots: any request may use the whole context
+            argv += ["--parallel", str(self.parallel), "-c", str(self.context), "--kv-unified"]
             argv += ["--threads", threads, "--cont-batching", "--metrics", "--no-webui"]
             # <think> text stays in the content: the gateway splits it the same way for every
             # engine, and knows when the template already closed the think block.
             argv += ["--reasoning-format", "none"]
+            if self.embeddings:  # an embeddings-only engine; a chat model has no pooling set
+                argv += ["--embeddings"]
+                argv += [] if self._metadata["pooling"] else ["--pooling", "mean"]
             argv += gpu_split_flags(self.gpus, native=True)
             # Loaded at scale 0, so a request without `lora` (the model's own name) is the base:
             # this llama-server applies the load-time scales to such requests, and
@@ -89,10 +105,16 @@ class LlamaCppEngine(Engine):
                 "server applies one adapter to every request",
                 "build it: python -m serve.engines.build_llama_server",
             )
+        if self.embeddings:
+            raise TuneserveError(
+                f"--embeddings {self.name}: llama-cpp-python's server cannot pool a chat "
+                "model's embeddings; the native llama-server can",
+                "build it once: python -m serve.engines.build_llama_server",
+            )
         argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path)]
         argv += ["--model_alias", self.name, "--host", self.host, "--port", str(self.port)]
         # Without this, a second request silently truncates the stream of the first.
-        argv += ["--interrupt_requests", "False", "--n_ctx", str(self.n_ctx)]
+        argv += ["--interrupt_requests", "False", "--n_ctx", str(self.context)]
         argv += ["--n_threads", threads, "--n_threads_batch", threads]
         return argv + gpu_split_flags(self.gpus, native=False)
 
@@ -106,6 +128,11 @@ class LlamaCppEngine(Engine):
 
     def extra_sampling(self) -> dict[str, float]:
         return {"repeat_penalty": 1.0}
+
+    @property
+    def context(self) -> int:
+        """Tokens one request may use: `n_ctx` when given, else the model's trained context."""
+        return self.n_ctx or self._metadata["context_length"] or DEFAULT_CTX
 
     def adapter_body(self, index: int) -> dict[str, Any]:
         """What a request to the adapter loaded `index`-th adds: that adapter at full scale
@@ -131,7 +158,11 @@ class LlamaCppEngine(Engine):
                 return ""
             return tokens.contents(int(index))
 
+        arch = scalar("general.architecture")
+        trained = scalar(f"{arch}.context_length") if arch else None
         return {
+            "context_length": int(trained) if trained else None,
+            "pooling": scalar(f"{arch}.pooling_type") if arch else None,
             "chat_template": scalar("tokenizer.chat_template"),
             "bos_token": token("tokenizer.ggml.bos_token_id"),
             "eos_token": token("tokenizer.ggml.eos_token_id"),
@@ -140,26 +171,13 @@ class LlamaCppEngine(Engine):
     def chat_template(self) -> str | None:
         return self._metadata["chat_template"]
 
-    @cached_property
-    def _compiled_template(self) -> Any:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        def raise_exception(message: str) -> None:
-            raise ValueError(message)
-
-        environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        environment.globals["raise_exception"] = raise_exception
-        environment.globals["strftime_now"] = lambda fmt: time.strftime(fmt)
-        return environment.from_string(self.chat_template() or "")
-
     def render(self, body: dict) -> str:
-        """The prompt text of a chat request, with its `chat_template_kwargs` applied."""
-        kwargs = body.get("chat_template_kwargs") or {}
-        return self._compiled_template.render(
-            **kwargs,
-            messages=body["messages"],
+        """The prompt text of a chat request, with its `chat_template_kwargs` and tools."""
+        return render_chat(
+            self.chat_template() or "",
+            body["messages"],
             tools=body.get("tools"),
-            add_generation_prompt=True,
+            kwargs=body.get("chat_template_kwargs"),
             bos_token=self._metadata["bos_token"],
             eos_token=self._metadata["eos_token"],
         )
@@ -194,6 +212,8 @@ def chat_to_completion(body: dict, prompt: str) -> dict:
     """The /v1/completions body equivalent to a chat body whose template rendered `prompt`."""
     out = {key: value for key, value in body.items() if key not in _CHAT_ONLY}
     out["prompt"] = prompt
+    if body.get("max_completion_tokens") is not None:
+        out["max_tokens"] = body["max_completion_tokens"]
     if body.get("logprobs") and body.get("top_logprobs") is not None:
         out["logprobs"] = body["top_logprobs"]
     return out
@@ -201,7 +221,7 @@ def chat_to_completion(body: dict, prompt: str) -> dict:
 
 def _chat_id(completion_id: object) -> str:
     text = str(completion_id or uuid.uuid4().hex)
-    return "chatcmpl-" + text.removeprefix("cmpl-")
+    return text if text.startswith("chatcmpl-") else "chatcmpl-" + text.removeprefix("cmpl-")
 
 
 def completion_to_chat(response: dict) -> dict:

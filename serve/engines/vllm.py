@@ -1,5 +1,9 @@
 """vLLM engine: `vllm serve` on a merged16 folder, adapters through --enable-lora.
 
+Tool calls are vLLM's own: `--enable-auto-tool-choice --tool-call-parser hermes` parses the
+`<tool_call>` JSON that Qwen3-style templates ask for, and its structured outputs enforce a
+`required` or named `tool_choice` (a later `--engine-arg=--tool-call-parser=X` wins).
+
 The flags emitted here are checked against `vllm_cli_snapshot.json`, flags read from vLLM's
 own argument parser source (tests/serve/test_engines.py), so a launcher typo cannot ship.
 """
@@ -36,7 +40,7 @@ def _adapter_rank(adapter: Path) -> int:
 
 @dataclass
 class VllmEngine(Engine):
-    max_model_len: int = 4096
+    max_model_len: int | None = None  # None: the model's own (config.json), as vLLM does
     gpu_memory_utilization: float = 0.9
     tensor_parallel_size: int = 1
     pipeline_parallel_size: int = 1
@@ -44,6 +48,7 @@ class VllmEngine(Engine):
     generation_config: str = "auto"
 
     kind: ClassVar[str] = "vllm"
+    parses_tools: ClassVar[bool] = True
 
     @staticmethod
     def available() -> bool:
@@ -86,7 +91,8 @@ class VllmEngine(Engine):
         argv = [*self.launcher(), "serve", str(self.model_path)]
         argv += ["--served-model-name", self.name]
         argv += ["--host", self.host, "--port", str(self.port)]
-        argv += ["--max-model-len", str(self.max_model_len)]
+        if self.max_model_len:
+            argv += ["--max-model-len", str(self.max_model_len)]
         argv += ["--gpu-memory-utilization", str(self.gpu_memory_utilization)]
         argv += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
         if self.pipeline_parallel_size > 1:
@@ -97,7 +103,11 @@ class VllmEngine(Engine):
             argv += ["--enable-lora", "--max-lora-rank", str(lora_rank_bound(rank))]
             argv += ["--lora-modules"]
             argv += [f"{name}={path}" for name, path in self.lora_modules.items()]
-        if template_knows_thinking(self.chat_template()):
+        if self.embeddings:  # a pooling model: /v1/embeddings, no generation
+            argv += ["--runner", "pooling", "--convert", "embed"]
+        else:
+            argv += ["--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+        if template_knows_thinking(self.chat_template()) and not self.embeddings:
             argv += ["--reasoning-parser", "qwen3"]
         return argv
 

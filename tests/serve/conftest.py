@@ -193,3 +193,79 @@ def engine_bodies(gateway: Served) -> list[dict]:
     recorder = gateway.recorder  # type: ignore[attr-defined]
     recorder.bodies.clear()
     return recorder.bodies
+
+
+@pytest.fixture(scope="session")
+def tool_model(base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SmolLM2 with Qwen3's template taught to call tools (tests/serve/tool_model.py), trained
+    and exported to GGUF once per session; returns the run folder."""
+    from tests.serve.tool_model import train_tool_model
+
+    run, _ = train_tool_model(tmp_path_factory.mktemp("tool-model"), base_model)
+    return run
+
+
+@pytest.fixture(scope="session")
+def matrix_llama(tool_model: Path, base_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The taught tool model behind a gateway on llama.cpp, as `tools` (chat mode: it was
+    taught without thinking), with `embed` for embeddings and one CORS origin."""
+    from tests.serve.matrix import ORIGIN, Target
+    from toolkit.export import run_gguf
+
+    # embeddings need the native llama-server (CI's engine); the fallback refuses them
+    embed = [f"embed={base_gguf}"] if NATIVE else []
+    with serve_models(
+        [f"tools={run_gguf(tool_model, 'q8_0')}"],
+        embeddings=embed,
+        api_key=API_KEY,
+        mode="chat",
+        cors_origins=[ORIGIN],
+        log_dir=tmp_path_factory.mktemp("matrix-logs"),
+    ) as served:
+        yield Target(
+            "llama.cpp", served.base_url, API_KEY, "tools", "embed" if embed else None, ORIGIN
+        )
+
+
+@pytest.fixture(scope="session", params=["llama.cpp", pytest.param("vLLM", marks=pytest.mark.gpu)])
+def target(request: pytest.FixtureRequest):
+    """Where the client matrix runs (tests/serve/matrix.py)."""
+    from tests.serve.matrix import remote_target
+
+    if request.param == "vLLM":
+        remote = remote_target()
+        if remote is None:
+            pytest.skip(
+                "needs a gateway over vLLM: TUNESERVE_MATRIX_GATEWAY (benchmarks/gpu/tools_matrix.sh)"
+            )
+        return remote
+    return request.getfixturevalue("matrix_llama")
+
+
+# The client compatibility table: every `matrix(client, feature)` test's outcome per engine.
+MATRIX: dict[tuple[str, str], dict[str, str]] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call):  # noqa: ANN001, ANN201
+    outcome = yield
+    report = outcome.get_result()
+    marker = item.get_closest_marker("matrix")
+    callspec = getattr(item, "callspec", None)
+    if marker is None or callspec is None or "target" not in callspec.params:
+        return
+    if report.when == "call" or report.outcome != "passed":  # a failed or skipped setup too
+        mark = {"passed": "ok", "failed": "FAIL", "skipped": "-"}[report.outcome]
+        MATRIX.setdefault(tuple(marker.args), {})[callspec.params["target"]] = mark
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001
+    if not MATRIX:
+        return
+    engines = sorted({engine for row in MATRIX.values() for engine in row})
+    terminalreporter.section("client compatibility matrix")
+    terminalreporter.write_line("| client | feature | " + " | ".join(engines) + " |")
+    terminalreporter.write_line("|---|---|" + "---|" * len(engines))
+    for (client, feature), row in MATRIX.items():
+        cells = " | ".join(row.get(engine, " ") for engine in engines)
+        terminalreporter.write_line(f"| {client} | {feature} | {cells} |")

@@ -50,13 +50,16 @@ def test_vllm_runs_from_its_module_when_no_vllm_script_is_on_path(tmp_path, monk
     assert VllmEngine.launcher() == ["vllm"]
 
 
+@pytest.mark.parametrize("embeddings", [False, True])
 @pytest.mark.parametrize("template", [QWEN3, CHATML])
-def test_every_vllm_flag_the_launcher_emits_is_in_vllms_parser(tmp_path, template):
+def test_every_vllm_flag_the_launcher_emits_is_in_vllms_parser(tmp_path, template, embeddings):
     engine = VllmEngine(
         name="tuned",
         model_path=_model_folder(tmp_path, template),
         port=8123,
         api_key="k",
+        embeddings=embeddings,
+        max_model_len=8192,
         tensor_parallel_size=2,
         lora_modules={"a": _adapter(tmp_path, 32), "b": _adapter(tmp_path, 20)},
     )
@@ -82,6 +85,24 @@ def test_vllm_command_carries_what_serving_needs(tmp_path):
     assert pairs["--lora-modules"] == f"adapter={tmp_path / 'adapter20'}"
     assert "--enable-lora" in argv and "--api-key" not in argv
     assert engine.readiness_url == "http://127.0.0.1:8123/health"
+
+
+def test_vllm_parses_hermes_tool_calls_and_keeps_the_models_context(tmp_path):
+    argv = VllmEngine(name="m", model_path=_model_folder(tmp_path, QWEN3)).command()
+    pairs = dict(zip(argv, argv[1:], strict=False))
+    assert "--enable-auto-tool-choice" in argv and pairs["--tool-call-parser"] == "hermes"
+    assert "--max-model-len" not in argv  # vLLM then takes the model's own context
+    argv = VllmEngine(name="m", model_path=tmp_path, max_model_len=2048).command()
+    assert dict(zip(argv, argv[1:], strict=False))["--max-model-len"] == "2048"
+
+
+def test_a_vllm_embeddings_engine_runs_the_pooling_runner(tmp_path):
+    argv = VllmEngine(
+        name="e", model_path=_model_folder(tmp_path, QWEN3), embeddings=True
+    ).command()
+    pairs = dict(zip(argv, argv[1:], strict=False))
+    assert pairs["--runner"] == "pooling" and pairs["--convert"] == "embed"
+    assert "--enable-auto-tool-choice" not in argv and "--reasoning-parser" not in argv
 
 
 def test_no_reasoning_parser_for_a_template_without_thinking(tmp_path):
@@ -131,6 +152,31 @@ def test_native_llama_server_is_preferred_when_present(base_gguf, monkeypatch):
     assert pairs["--reasoning-format"] == "none"  # the gateway splits <think> for every engine
 
 
+def test_every_request_may_use_the_trained_context(base_gguf, monkeypatch):
+    monkeypatch.setenv("TUNESERVE_LLAMA_SERVER", "/opt/llama/llama-server")
+    argv = LlamaCppEngine(name="smol", model_path=base_gguf).command()
+    pairs = dict(zip(argv, argv[1:], strict=False))
+    # SmolLM2 was trained with 8192 tokens; the 4 slots share one cache of that size
+    assert pairs["-c"] == "8192" and "--kv-unified" in argv and pairs["--parallel"] == "4"
+    argv = LlamaCppEngine(name="smol", model_path=base_gguf, n_ctx=1024).command()
+    assert dict(zip(argv, argv[1:], strict=False))["-c"] == "1024"
+
+
+def test_llama_cpp_python_gets_the_trained_context(base_gguf, python_llama):
+    argv = LlamaCppEngine(name="smol", model_path=base_gguf).command()
+    assert dict(zip(argv, argv[1:], strict=False))["--n_ctx"] == "8192"
+
+
+def test_embeddings_engines(base_gguf, monkeypatch):
+    monkeypatch.setenv("TUNESERVE_LLAMA_SERVER", "/opt/llama/llama-server")
+    argv = LlamaCppEngine(name="e", model_path=base_gguf, embeddings=True).command()
+    pairs = dict(zip(argv, argv[1:], strict=False))
+    assert "--embeddings" in argv and pairs["--pooling"] == "mean"  # a chat model has none
+    monkeypatch.setenv("TUNESERVE_LLAMA_SERVER", "off")
+    with pytest.raises(TuneserveError, match="native llama-server"):
+        LlamaCppEngine(name="e", model_path=base_gguf, embeddings=True).command()
+
+
 def test_native_llama_server_flags_exist_in_its_parser(base_gguf):
     import subprocess
 
@@ -139,9 +185,12 @@ def test_native_llama_server_flags_exist_in_its_parser(base_gguf):
     binary = native_llama_server()
     assert binary, "make install builds the native llama-server (CI's engine)"
     help_text = subprocess.run([binary, "--help"], capture_output=True, text=True).stdout
-    argv = LlamaCppEngine(name="smol", model_path=base_gguf, api_key="k").command()
-    assert argv[0] == binary
-    assert [flag for flag in _flags(argv) if flag not in help_text] == []
+    for embeddings in (False, True):
+        argv = LlamaCppEngine(
+            name="smol", model_path=base_gguf, api_key="k", embeddings=embeddings
+        ).command()
+        assert argv[0] == binary
+        assert [flag for flag in _flags(argv) if flag not in help_text] == []
 
 
 def test_off_forces_llama_cpp_python(base_gguf, python_llama):

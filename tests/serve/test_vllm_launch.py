@@ -14,10 +14,11 @@ import openai
 import pytest
 
 from serve.app import serve_models
+from serve.tool_prompt import tool_prompt
 from tests.command_standin import put_on_path
 from tests.serve.test_engines import SNAPSHOT
 from toolkit.errors import TuneserveError
-from toolkit.templates import QWEN3
+from toolkit.templates import CHATML, QWEN3
 
 FAKE_VLLM = """#!{python}
 import json, os, sys
@@ -38,6 +39,8 @@ Path(os.environ["FAKE_VLLM_LOG"], f"{{os.getpid()}}.times").write_text(
 
 async def chat(request):
     body = await request.json()
+    with open(os.path.join(os.environ["FAKE_VLLM_LOG"], "bodies.jsonl"), "a") as out:
+        out.write(json.dumps(body) + "\\n")
     text = "model=" + body["model"]
     message = {{"role": "assistant", "content": text}}
     return JSONResponse({{"id": "c", "object": "chat.completion", "created": 1,
@@ -48,7 +51,14 @@ async def chat(request):
 async def health(request):
     return JSONResponse({{}})
 
+async def embeddings(request):
+    body = await request.json()
+    data = [{{"object": "embedding", "index": 0, "embedding": [0.5, 0.25]}}]
+    return JSONResponse({{"object": "list", "data": data, "model": body["model"],
+        "usage": {{"prompt_tokens": 1, "total_tokens": 1}}}})
+
 app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                        Route("/v1/embeddings", embeddings, methods=["POST"]),
                         Route("/health", health)])
 
 # As vLLM 0.26 does: `args.api_key or [envs.VLLM_API_KEY]`, then every /v1 path needs the key.
@@ -78,11 +88,17 @@ def _launches(log: Path) -> list[list[str]]:
     return [json.loads(path.read_text()) for path in sorted(log.glob("*.json"))]
 
 
-def _folder(tmp_path: Path, name: str) -> Path:
+def _folder(tmp_path: Path, name: str, template: str = QWEN3) -> Path:
     folder = tmp_path / name
     folder.mkdir()
-    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": QWEN3}))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
     return folder
+
+
+def _bodies(log: Path) -> list[dict]:
+    """The chat bodies the stand-in vLLM received, in order."""
+    path = log / "bodies.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def _adapter(tmp_path: Path, name: str, rank: int = 16, base: Path | None = None) -> Path:
@@ -225,6 +241,70 @@ def test_lora_needs_a_base_it_can_find_and_vllm(tmp_path, fake_vllm, base_gguf):
     ):
         pass
     assert not _launches(fake_vllm)
+
+
+TOOL = {
+    "type": "function",
+    "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}},
+}
+HISTORY = [
+    {"role": "user", "content": "Time?"},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "c", "content": "noon"},
+]
+
+
+def test_vllm_parses_tool_calls_itself(tmp_path, fake_vllm):
+    qwen, chatml = _folder(tmp_path, "qwen"), _folder(tmp_path, "chatml", CHATML)
+    with serve_models(
+        [f"qwen={qwen}", f"chatml={chatml}"], engine="vllm", ctx=8192, log_dir=tmp_path / "l"
+    ) as served:
+        client = openai.OpenAI(base_url=served.base_url, api_key="none", max_retries=0)
+        for model in ("qwen", "chatml"):
+            client.chat.completions.create(
+                model=model, messages=HISTORY, tools=[TOOL], tool_choice="required"
+            )
+    for argv in _launches(fake_vllm):
+        assert (
+            "--enable-auto-tool-choice" in argv and _value(argv, "--tool-call-parser") == "hermes"
+        )
+        assert _value(argv, "--max-model-len") == "8192"
+    qwen_body, chatml_body = _bodies(fake_vllm)
+    # its template renders tools: vLLM gets the request as the client sent it
+    assert qwen_body["messages"] == HISTORY and qwen_body["tools"] == [TOOL]
+    assert qwen_body["tool_choice"] == "required"
+    # a template without tools: the tool prompt and the history as text, vLLM still enforces
+    assert chatml_body["messages"][0] == {"role": "system", "content": tool_prompt([TOOL])}
+    assert [m["role"] for m in chatml_body["messages"]] == ["system", "user", "assistant", "user"]
+    assert chatml_body["tools"] == [TOOL] and chatml_body["tool_choice"] == "required"
+
+
+def test_an_embeddings_model_runs_vllms_pooling_runner(tmp_path, fake_vllm):
+    chat, embed = _folder(tmp_path, "chat"), _folder(tmp_path, "embed")
+    with serve_models(
+        [f"chat={chat}"], embeddings=[f"embed={embed}"], engine="vllm", log_dir=tmp_path / "l"
+    ) as served:
+        client = openai.OpenAI(base_url=served.base_url, api_key="none", max_retries=0)
+        listed = {model.id for model in client.models.list()}
+        assert "embed" in listed and "embed:chat" not in listed
+        vectors = client.embeddings.create(model="embed", input=["a"]).data
+        assert vectors[0].embedding == [0.5, 0.25]
+        with pytest.raises(openai.NotFoundError, match="--embeddings"):
+            client.embeddings.create(model="chat", input="a")
+        with pytest.raises(openai.BadRequestError, match="embeddings only"):
+            client.chat.completions.create(
+                model="embed", messages=[{"role": "user", "content": "a"}]
+            )
+    by_model = {argv[1]: argv for argv in _launches(fake_vllm)}
+    pooling = by_model[str(embed.resolve())]
+    assert _value(pooling, "--runner") == "pooling" and _value(pooling, "--convert") == "embed"
+    assert "--runner" not in by_model[str(chat.resolve())]
 
 
 def test_each_vllm_engine_takes_its_key_from_the_environment_and_refuses_others(

@@ -1,14 +1,28 @@
 """Row formats (messages, sharegpt, alpaca, problem_solution, text) -> one conversation shape.
 
-Every row becomes `{"messages": [...], "mode": "thinking"|"chat"}`; assistant turns keep their
-reasoning in `reasoning_content`, which Qwen3-style templates render inside <think>...</think>.
-Pure functions: they raise RowError with the reason, the caller adds file and line.
+Every row becomes `{"messages": [...], "mode": "thinking"|"chat"}` (plus `tools` when it has
+tool definitions, see tool_rows.py); assistant turns keep their reasoning in
+`reasoning_content`, which Qwen3-style templates render inside <think>...</think>, and their
+calls in `tool_calls`. Pure functions: they raise RowError with the reason, the caller adds
+file and line.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Any
+
+from toolkit.data.row_errors import RowError, shown
+from toolkit.data.tool_rows import (
+    SHAREGPT_CALL_ROLES,
+    SHAREGPT_RESULT_ROLES,
+    message_calls,
+    row_tools,
+    sharegpt_calls,
+    tool_message,
+)
+
+__all__ = ["FORMATS", "RowError", "detect_format", "shown", "to_example"]
 
 FORMATS = ("messages", "sharegpt", "alpaca", "problem_solution", "text")
 ROLES = {"system", "user", "assistant", "tool"}
@@ -23,17 +37,6 @@ SHAREGPT_ROLES = {
     "tool": "tool",
 }
 THINK = re.compile(r"^\s*<think>(.*?)</think>\s*(.*)$", re.DOTALL)
-
-
-class RowError(ValueError):
-    """A row that cannot be used, with the reason."""
-
-
-def shown(value: Any, limit: int = 60) -> str:
-    """`repr(value)` cut to `limit` characters: a row's value can be megabytes long, and the
-    error that quotes it must stay one readable line."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def detect_format(row: dict[str, Any]) -> str:
@@ -106,12 +109,19 @@ def from_messages(row: dict[str, Any]) -> list[dict[str, Any]]:
     for index, message in enumerate(raw):
         if not isinstance(message, dict):
             raise RowError(f"message {index} is not an object")
-        if message.get("role") == "assistant":
-            content = _text(message.get("content"), f"message {index} content")
+        role = message.get("role")
+        if role == "assistant":
+            calls = message_calls(message, index)
+            content = message.get("content")
+            content = "" if content is None and calls else content
+            content = _text(content, f"message {index} content")
             reasoning = message.get("reasoning_content", message.get("reasoning"))
-            messages.append(_assistant(content, reasoning if isinstance(reasoning, str) else None))
+            turn = _assistant(content, reasoning if isinstance(reasoning, str) else None)
+            messages.append({**turn, "tool_calls": calls} if calls else turn)
+        elif role in ("tool", "function"):
+            messages.append(tool_message(message.get("content"), index, message))
         else:
-            messages.append({"role": message.get("role"), "content": message.get("content")})
+            messages.append({"role": role, "content": message.get("content")})
     return _check_turns(messages)
 
 
@@ -123,7 +133,15 @@ def from_sharegpt(row: dict[str, Any]) -> list[dict[str, Any]]:
     for index, turn in enumerate(raw):
         if not isinstance(turn, dict):
             raise RowError(f"turn {index} is not an object")
-        role = SHAREGPT_ROLES.get(str(turn.get("from", "")).lower())
+        speaker = str(turn.get("from", "")).lower()
+        if speaker in SHAREGPT_CALL_ROLES:
+            calls = sharegpt_calls(turn.get("value"), index)
+            messages.append({"role": "assistant", "content": "", "tool_calls": calls})
+            continue
+        if speaker in SHAREGPT_RESULT_ROLES:
+            messages.append(tool_message(turn.get("value"), index, {}))
+            continue
+        role = SHAREGPT_ROLES.get(speaker)
         if role is None:
             raise RowError(f"turn {index} is from {shown(turn.get('from'))}; expected human or gpt")
         value = _text(turn.get("value"), f"turn {index} value")
@@ -198,4 +216,8 @@ def to_example(row: dict[str, Any], fmt: str, mode: str | None = None) -> dict[s
     mode = mode or row_mode or detect_mode(messages)
     if mode == "chat":  # a chat example is trained with thinking off, so its reasoning goes
         messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]
-    return {"messages": messages, "mode": mode}
+    example: dict[str, Any] = {"messages": messages, "mode": mode}
+    tools = row_tools(row) if fmt in ("messages", "sharegpt") else None
+    if tools:
+        example["tools"] = tools
+    return example

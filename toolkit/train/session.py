@@ -52,6 +52,7 @@ def tokenize(recipe: Recipe, tokenizer: Any, rows: list[dict[str, Any]]) -> Any:
                     row["mode"],
                     recipe.model.max_seq_length,
                     recipe.data.train_on_responses_only,
+                    row.get("tools"),
                 )
             )
         except ValueError as exc:

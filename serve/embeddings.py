@@ -1,0 +1,68 @@
+"""`POST /v1/embeddings`: relayed to a model served with `--embeddings NAME=PATH`.
+
+Engines run a model for embeddings or for generation, not both (llama-server's
+`--embeddings`, vLLM's pooling runner), so an embeddings model is a served model of its own;
+asking any other model for embeddings is a 404 that names the flag.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve.protocol import error_response
+
+if TYPE_CHECKING:
+    from serve.gateway import Gateway
+
+
+def _valid_input(value: object) -> bool:
+    def ids(item: object) -> bool:
+        return (
+            isinstance(item, list)
+            and bool(item)
+            and all(isinstance(i, int) and not isinstance(i, bool) for i in item)
+        )
+
+    if isinstance(value, str):
+        return True
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and (
+            all(isinstance(item, str) for item in value) or ids(value) or all(ids(i) for i in value)
+        )
+    )
+
+
+async def create_embeddings(gateway: Gateway, request: Request) -> Response:
+    body = await gateway.read_request(request)
+    if isinstance(body, Response):
+        return body
+    model = body.get("model")
+    route = gateway.routes.get(model) if isinstance(model, str) else None
+    if route is None:
+        served = ", ".join(sorted(gateway.routes))
+        return error_response(
+            404,
+            f"model {model!r} is not served here (served: {served})",
+            "model",
+            "model_not_found",
+        )
+    if route.engine is None or not route.engine.embeddings:
+        return error_response(
+            404,
+            f"model {model!r} is not served for embeddings; serve a model for them with "
+            "`tuneserve serve ... --embeddings NAME=PATH`",
+            "model",
+            "model_not_found",
+        )
+    if not _valid_input(body.get("input")):
+        return error_response(
+            400, "'input' must be a string, an array of strings or of token ids", "input"
+        )
+    if body.get("encoding_format", "float") not in ("float", "base64"):
+        return error_response(400, "'encoding_format' must be float or base64", "encoding_format")
+    return await gateway.relay(request, route, "/v1/embeddings", body)
