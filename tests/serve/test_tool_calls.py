@@ -136,22 +136,7 @@ def test_the_tool_prompt_is_qwen3s_tools_section():
 
 
 def test_history_is_written_as_text_for_a_template_without_tools():
-    messages = [
-        {"role": "user", "content": "Weather?"},
-        {
-            "role": "assistant",
-            "content": None,
-            "tool_calls": [
-                {
-                    "id": "1",
-                    "type": "function",
-                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
-                }
-            ],
-        },
-        {"role": "tool", "tool_call_id": "1", "content": "21 C"},
-        {"role": "tool", "tool_call_id": "2", "content": "sunny"},
-    ]
+    messages = [*HISTORY, {"role": "tool", "tool_call_id": "2", "content": "sunny"}]
     out = with_tool_prompt(messages, None)
     assert [m["role"] for m in out] == ["user", "assistant", "user"]
     assert out[1]["content"] == CALL == format_call("get_weather", {"city": "Paris"})
