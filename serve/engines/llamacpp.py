@@ -141,10 +141,19 @@ class LlamaCppEngine(Engine):
 
     @cached_property
     def _metadata(self) -> dict[str, Any]:
-        """The few GGUF keys the gateway needs: chat template and special tokens."""
+        """The few GGUF keys the gateway needs: context, chat template and special tokens.
+
+        All None for a file gguf cannot read: the engine then fails to load it and says why in
+        its own log, which the readiness error quotes."""
         from gguf import GGUFReader
 
-        reader = GGUFReader(str(self.model_path))
+        try:
+            reader = GGUFReader(str(self.model_path))
+        except Exception:  # missing, not a GGUF, truncated: gguf raises OSError/ValueError/...
+            return dict.fromkeys(("context_length", "pooling", "chat_template"), None) | {
+                "bos_token": "",
+                "eos_token": "",
+            }
 
         def scalar(key: str) -> Any:
             entry = reader.fields.get(key)
