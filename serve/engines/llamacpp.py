@@ -9,8 +9,11 @@ that knows `enable_thinking` the gateway renders the template itself (per reques
 the engine's /v1/completions; `chat_to_completion` and `completion_to_chat*` do that mapping.
 The gateway does the same for tool requests on either server (serve/tools.py).
 
-Context: every request may use the model's trained context (or `ctx`): llama-server's slots
-share one unified KV cache of that size instead of each getting a quarter of it.
+Context: every request may use the model's trained context (or `ctx`): each of llama-server's
+slots gets a KV cache of that size (`-c` is the total, context x slots) instead of a quarter of
+it. Not one unified cache shared by the slots, though it would take a quarter of the memory:
+with it a greedy answer depends on what else is in the batch (the A/A test, one GGUF on two
+engines, saw 1 of 20 guard items answered differently), and the eval's noise floor must be 0.
 """
 
 from __future__ import annotations
@@ -76,8 +79,9 @@ class LlamaCppEngine(Engine):
         if binary:
             argv = [binary, "-m", str(self.model_path), "--host", self.host]
             argv += ["--port", str(self.port), "--alias", self.name, "--jinja"]
-            # one KV cache shared by the slots: any request may use the whole context
-            argv += ["--parallel", str(self.parallel), "-c", str(self.context), "--kv-unified"]
+            # every slot holds the whole context in a cache of its own (see the module docstring)
+            argv += ["--parallel", str(self.parallel), "-c", str(self.context * self.parallel)]
+            argv += ["--no-kv-unified"]
             argv += ["--threads", threads, "--cont-batching", "--metrics", "--no-webui"]
             # <think> text stays in the content: the gateway splits it the same way for every
             # engine, and knows when the template already closed the think block.

@@ -156,10 +156,12 @@ def test_every_request_may_use_the_trained_context(base_gguf, monkeypatch):
     monkeypatch.setenv("TUNESERVE_LLAMA_SERVER", "/opt/llama/llama-server")
     argv = LlamaCppEngine(name="smol", model_path=base_gguf).command()
     pairs = dict(zip(argv, argv[1:], strict=False))
-    # SmolLM2 was trained with 8192 tokens; the 4 slots share one cache of that size
-    assert pairs["-c"] == "8192" and "--kv-unified" in argv and pairs["--parallel"] == "4"
+    # SmolLM2 was trained with 8192 tokens; each of the 4 slots gets a cache of that size (a
+    # unified cache would make greedy answers depend on the batch)
+    assert pairs["-c"] == str(4 * 8192) and pairs["--parallel"] == "4"
+    assert "--no-kv-unified" in argv and "--kv-unified" not in argv
     argv = LlamaCppEngine(name="smol", model_path=base_gguf, n_ctx=1024).command()
-    assert dict(zip(argv, argv[1:], strict=False))["-c"] == "1024"
+    assert dict(zip(argv, argv[1:], strict=False))["-c"] == str(4 * 1024)
 
 
 def test_llama_cpp_python_gets_the_trained_context(base_gguf, python_llama):

@@ -133,14 +133,31 @@ def test_gguf_loads_in_llama_cpp_and_answers(exported_demo, quant):
 
 
 def test_quality_check_puts_q4_further_from_the_merged_model_than_q8(exported_demo):
-    _, report = exported_demo
-    assert not report["gguf-q8_0"]["flagged"]
-    # SmolLM2 ships as Q4_1: re-quantizing it to q4_k_m (q5_0 where rows are not a multiple of
-    # 256) moves the perplexity further from the merged model than q8_0 does. Which way it
-    # moves on a handful of held-out rows is luck (CI saw q4 0.917 vs q8 0.978), so the check
-    # compares the distance, |log ratio|.
-    distance = {q: abs(math.log(report[f"gguf-{q}"]["ppl_ratio"])) for q in ("q8_0", "q4_k_m")}
-    assert distance["q4_k_m"] > distance["q8_0"] and distance["q8_0"] < 0.05, report
+    from transformers import AutoTokenizer
+
+    from toolkit.export.verify import gguf_perplexity, heldout_texts
+
+    run, report = exported_demo
+    assert not report["gguf-q8_0"]["flagged"] and not report["gguf-q4_k_m"]["flagged"]
+    assert report["gguf-q8_0"]["ppl_merged16"] == report["gguf-q4_k_m"]["ppl_merged16"]
+    # The export's ratio sets llama.cpp against transformers, and for this tiny model the two
+    # engines alone are a few percent apart (CI saw q8_0 at 1.04x and q4_k_m at 1.04x, another
+    # time q4 0.917 vs q8 0.978): too close to tell the quants apart by it. Within llama.cpp,
+    # against the f16 GGUF both were made from, over held-out and training text, q8_0 stays
+    # close and q4_k_m (SmolLM2 ships as Q4_1, re-quantized) moves further (seen: f16 63.9,
+    # q8_0 62.6, q4_k_m 59.1 over 64 rows; llama.cpp's CPU matmuls quantize the activations to
+    # 8 bits too, hence q8_0's 2%).
+    tokenizer = AutoTokenizer.from_pretrained(run / "merged16")
+    rows = [
+        json.loads(line)
+        for split in ("heldout", "train")
+        for line in (run / "data" / f"{split}.jsonl").read_text().splitlines()
+    ]
+    sequences = heldout_texts(tokenizer, rows, limit=64)
+    ppl = {q: gguf_perplexity(run_gguf(run, q), sequences) for q in ("f16", "q8_0", "q4_k_m")}
+    distance = {q: abs(math.log(ppl[q] / ppl["f16"])) for q in ("q8_0", "q4_k_m")}
+    print("perplexity over", len(sequences), "rows:", ppl)
+    assert distance["q8_0"] < 0.05 and distance["q4_k_m"] > 1.5 * distance["q8_0"], ppl
 
 
 def test_manifest_records_exports_and_hashes(exported_demo):
