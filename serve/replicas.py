@@ -9,6 +9,7 @@ its supervisor sees it ready.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import time
@@ -131,8 +132,9 @@ class ReplicaPool:
     ) -> Any:
         """Call the gateway's `send(request, prepared)` on a picked replica; a replica that
         cannot be reached (GatewayError 503 from a transport failure) is ejected, and the
-        request tried on another one when it never reached the first (else it could be
-        generated twice: the 503 goes to the client, whose own retry policy decides)."""
+        request tried on another one when it never reached the first, or when the first's
+        process died with it (else it could be generated twice: the 503 goes to the client,
+        whose own retry policy decides)."""
         tried: set[int] = set()
         while True:
             replica = self.pick(tried)
@@ -150,7 +152,7 @@ class ReplicaPool:
                 if exc.status != 503:
                     raise
                 replica.eject()
-                if not exc.unsent:
+                if not exc.unsent and not await _died(replica):
                     raise
                 tried.add(replica.index)
                 continue
@@ -216,6 +218,24 @@ class _ReleaseAtEnd:
         if not self.released:
             self.released = True
             self.replica.in_flight -= 1
+
+
+async def _died(replica: Replica, within: float = 0.5) -> bool:
+    """Whether the replica's engine process has exited, or exits within `within` seconds.
+
+    A request written to an engine that died is not being generated anywhere, so it may go to
+    another replica. The wait is for a killed engine: its sockets are reset while the process
+    is exiting, a moment before the OS reports it gone (seen with SIGKILL: a connection made
+    to the dying llama-server was reset, and the request was refused with a 503)."""
+    supervisor = replica.supervisor
+    if supervisor is None:
+        return False
+    deadline = time.monotonic() + within
+    while not supervisor.exited:
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
 
 
 def device_groups(replicas: int, gpus: int | None, visible: str | None) -> list[str | None]:

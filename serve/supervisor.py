@@ -71,6 +71,11 @@ class Supervisor:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def exited(self) -> bool:
+        """Whether the engine process has ended (and not yet been restarted)."""
+        return self._process is not None and self._process.poll() is not None
+
     def start(self) -> None:
         """Launch, wait until ready, then keep it alive."""
         self.launch()

@@ -234,6 +234,16 @@ class UpstreamPool:
         connection = (self._idle_connection(key) if reuse else None) or await self._connect(key)
         try:
             connection.writer.write(payload)
+        except (OSError, RuntimeError) as exc:
+            # The engine closed the connection before a byte was written (uvloop raises
+            # RuntimeError on a closed transport; seen when a killed engine reset a connection
+            # it had just accepted): the request never left, so it may go elsewhere.
+            connection.close()
+            raise UpstreamError(
+                f"the engine closed the connection before the request ({type(exc).__name__})",
+                sent=False,
+            ) from exc
+        try:
             async with asyncio.timeout(self.read_timeout):
                 head_bytes = await connection.reader.readuntil(b"\r\n\r\n")
             status, response_headers = _parse_head(head_bytes)

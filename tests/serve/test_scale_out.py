@@ -102,6 +102,7 @@ def test_each_replica_gets_its_own_block_of_gpus(monkeypatch):
 class FakeSupervisor:
     def __init__(self) -> None:
         self.ready, self.restarts = True, 0
+        self.exited = False  # the engine process is alive
 
 
 def _pool(count: int) -> ReplicaPool:
@@ -160,6 +161,27 @@ def test_a_request_that_reached_a_replica_is_not_sent_to_another():
     with pytest.raises(GatewayError, match="closed the connection"):
         asyncio.run(pool.send(send, None, Prepared()))
     assert len(calls) == 1 and sum(not r.up for r in pool.replicas) == 1  # ejected all the same
+
+
+def test_a_request_written_to_a_replica_that_died_goes_to_another():
+    """The connection broke because the engine process died (killed, crashed): nothing can be
+    generating the request there, so it is sent to the other replica instead of a 503."""
+    pool = _pool(2)
+    calls: list[str] = []
+
+    async def send(request, prepared):  # noqa: ANN001
+        calls.append(prepared.upstream)
+        if len(calls) == 1:
+            dead = next(r for r in pool.replicas if r.upstream == prepared.upstream)
+            dead.supervisor.exited = True
+            raise GatewayError(503, "the engine closed the connection")  # sent: not `unsent`
+        return "answered"
+
+    class Prepared:
+        upstream = None
+
+    assert asyncio.run(pool.send(send, None, Prepared())) == "answered"
+    assert len(set(calls)) == 2 and sum(not r.up for r in pool.replicas) == 1
 
 
 @pytest.fixture(scope="module")

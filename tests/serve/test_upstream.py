@@ -204,6 +204,32 @@ def test_only_a_connection_never_made_is_marked_unsent():
     run(scenario())
 
 
+def test_a_connection_reset_before_the_request_was_written_is_marked_unsent(monkeypatch):
+    """A killed engine resets a connection it had just accepted. On uvloop (the gateway's
+    loop) writing to that transport raises RuntimeError: nothing left the gateway, so it is an
+    unsent UpstreamError (another replica may take it), not an internal error."""
+    import uvloop
+
+    async def scenario() -> None:
+        async with Engine([SIZED]) as engine:
+            pool = UpstreamPool()
+            connect = pool._connect
+
+            async def reset_on_arrival(key):  # noqa: ANN001, ANN202
+                connection = await connect(key)
+                connection.writer.transport.abort()  # as the engine's reset leaves it
+                await asyncio.sleep(0.01)
+                return connection
+
+            monkeypatch.setattr(pool, "_connect", reset_on_arrival)
+            with pytest.raises(UpstreamError) as caught:
+                await pool.request(engine.url, "/x", b"{}", reuse=False)
+            assert caught.value.sent is False, caught.value
+            assert engine.requests == []
+
+    uvloop.run(scenario())
+
+
 @pytest.mark.parametrize(
     "response",
     [
