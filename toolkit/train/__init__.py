@@ -67,6 +67,7 @@ def train(
     from toolkit.train.backend import choose_backend, cuda_device_count
     from toolkit.train.parallel import plan_parallel
     from toolkit.train.session import optimizer
+    from toolkit.train.speed_notes import recipe_notes
 
     check_recipe_needs(recipe)  # before anything is written or loaded
     folder = run_dir(recipe.run_name)
@@ -77,6 +78,8 @@ def train(
     cuda = cuda_device_count() is not None
     plan = plan_parallel(recipe.train, choice.name, cuda_device_count())
     echo(f"batch: {plan.describe()}")
+    for note in recipe_notes(recipe, choice.name):
+        echo(f"note: {note}")
     optimizer(recipe, cuda, echo)  # says so when adamw_8bit falls back (the child trains quietly)
     if before_data is not None:
         before_data()
