@@ -95,6 +95,14 @@ CONFIGS = {  # name: (seed, changes, what it shows)
     ),
     "004-dropout0": (SEED_004, {"lora": {"lora_dropout": 0.0}}, "seed 004 with dropout 0 only"),
     "004-packing": (SEED_004, {"train": {"packing": True}}, "seed 004 with packing only"),
+    "004-tuned-offload": (
+        SEED_004,
+        {
+            "lora": {"lora_dropout": 0.0, "use_gradient_checkpointing": "unsloth"},
+            "train": {"packing": True},
+        },
+        "dropout 0, offloaded checkpointing, packing",
+    ),
     "004-tuned-b4": (
         SEED_004,
         {

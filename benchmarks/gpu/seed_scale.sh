@@ -82,18 +82,22 @@ train() {
 export_run() {
   local run="$TUNESERVE_MODELS_DIR/runs/seed-$1" measure="python3 $PWD/benchmarks/gpu/peak_rss.py"
   # the machine went cold since the training: train it again (fewer steps) before exporting
-  [ -f "$run/adapter/adapter_config.json" ] || SEED_STEPS=3 train "$1"
+  [ -f "$run/adapter/adapter_config.json" ] || SEED_STEPS="${SEED_EXPORT_STEPS:-2}" train "$1"
   nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$out/export-gpu.csv" 2> /dev/null &
   local smi=$!
+  # when the merged folder lands (merge + write), apart from the checks that follow
+  (t0=$(date +%s); until [ -d "$run/merged16" ]; do sleep 1; done
+   echo "merged16 written after $(( $(date +%s) - t0 )) s") > "$out/merge-time.txt" &
+  local watcher=$!
   $measure "$out/export-merged16.json" -- python3 -m toolkit.cli export "seed-$1" --format merged16 \
     > "$out/export.log" 2>&1
   local rc=$?
-  kill $smi 2> /dev/null
-  tail -5 "$out/export.log"; echo "export exit $rc"
+  kill $smi $watcher 2> /dev/null
+  tail -5 "$out/export.log"; echo "export exit $rc"; cat "$out/merge-time.txt"
   $measure "$out/verify.json" -- python3 -m toolkit.cli verify "seed-$1" > "$out/verify.log" 2>&1
   echo "verify exit $?"; tail -5 "$out/verify.log"
   # The manifest's hashing on this 28 GB folder: one thread (before) vs the threads it uses now.
-  python3 - "$run" "$out" <<'PY'
+  [ "${SEED_HASH:-1}" = 0 ] || python3 - "$run" "$out" <<'PY'
 import json, sys, time
 from pathlib import Path
 from toolkit.artifacts import sha256_file, sha256_files

@@ -104,7 +104,7 @@ def _export(run: Path, monkeypatch, *arguments: str) -> tuple[int, str]:
     from toolkit.cli import main
 
     monkeypatch.setenv("TUNESERVE_MODELS_DIR", str(run.parent.parent))
-    monkeypatch.setattr(export, "check_disk", lambda folder, base: None)
+    monkeypatch.setattr(export, "check_disk", lambda *args: None)
     result = CliRunner().invoke(main, ["export", str(run), *arguments])
     return result.exit_code, result.output
 

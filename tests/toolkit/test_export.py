@@ -30,6 +30,39 @@ def test_merged16_matches_base_plus_adapter(exported_demo):
     assert merged["greedy_match_saved"] >= 2 / 3  # bf16 rounding may flip a late token
 
 
+def test_the_merge_check_holds_one_fp32_copy_of_the_model(exported_demo, base_model, monkeypatch):
+    """A 14B is 59 GB in fp32: base + adapter, the fp32 merge and the saved folder each loaded
+    at once were killed for memory on a 128 GiB machine. The check loads the base once and
+    merges into that same copy; the figures stay what they were."""
+    import gc
+
+    from toolkit.export import merge
+    from toolkit.export.verify import verify_merge
+
+    run, report = exported_demo
+    loads, alive = [], []
+    real = merge.load_base
+
+    def counted(base):  # noqa: ANN001, ANN202
+        import weakref
+
+        model = real(base)
+        loads.append(base)
+        alive.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(merge, "load_base", counted)
+    figures = verify_merge(base_model, run / "adapter", run / "merged16")
+    gc.collect()
+    assert len(loads) == 1  # before: twice (base + adapter, then the fp32 merge from scratch)
+    assert all(ref() is None for ref in alive)  # and freed before verify_merge returned
+    assert figures["merge_matches"] is True
+    assert figures["greedy_match_saved"] == report["merged16"]["greedy_match_saved"]
+    assert figures["max_abs_logit_diff_saved"] == pytest.approx(
+        report["merged16"]["max_abs_logit_diff_saved"], rel=1e-3
+    )
+
+
 @pytest.fixture(scope="module")
 def scaled_adapter(trained_demo, base_model, tmp_path_factory):
     """The demo adapter with lora_alpha = 2 r (scaling 2; with the demo's alpha == r, scaling

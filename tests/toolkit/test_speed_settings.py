@@ -10,7 +10,7 @@ import pytest
 from toolkit.recipe import Recipe
 from toolkit.shapes import SHAPES
 from toolkit.train.checkpointing import GIB, activation_bytes, choose_checkpointing
-from toolkit.train.speed_notes import packing_note, padded_fill, recipe_notes
+from toolkit.train.speed_notes import packing_note, recipe_notes
 
 
 def qwen3(shape: str) -> SimpleNamespace:
@@ -64,18 +64,14 @@ def test_dropout_is_named_as_a_speed_cost_on_unsloth_only():
     assert recipe_notes(Recipe(), "unsloth") == []
 
 
-def test_padded_fill_counts_real_tokens_over_padded_slots():
-    assert padded_fill([100, 100, 100, 100], micro_batch=2) == 1.0
-    assert padded_fill([100, 300], micro_batch=2) == pytest.approx(400 / 600)
-    assert padded_fill([100, 300], micro_batch=1) == 1.0
-    assert padded_fill([], micro_batch=2) == 1.0
-
-
-def test_packing_note_appears_only_when_padding_wastes_a_large_part():
-    recipe = Recipe(train={"per_device_train_batch_size": 2})
-    varied = [50, 2000] * 50  # a short and a long row in most batches
-    note = packing_note(recipe, varied)
-    assert note is not None and "packing: true" in note and "x the useful tokens" in note
-    assert packing_note(recipe, [512] * 100) is None
-    assert packing_note(Recipe(train={"packing": True}), varied) is None
-    assert packing_note(Recipe(train={"per_device_train_batch_size": 1}), varied) is None
+def test_packing_note_appears_only_when_rows_are_short_against_the_context():
+    recipe = Recipe(model={"max_seq_length": 4096})
+    note = packing_note(recipe, [900, 1000, 1100] * 30)
+    assert note is not None and "average 1000 tokens of max_seq_length 4096" in note
+    assert "packing: true" in note and "4.1x the tokens a step" in note
+    assert packing_note(recipe, [3000, 2500]) is None  # rows already fill most of a row
+    assert packing_note(recipe, [9000, 8000]) is None  # cut at max_seq_length: full rows
+    assert (
+        packing_note(Recipe(model={"max_seq_length": 4096}, train={"packing": True}), [900]) is None
+    )
+    assert packing_note(recipe, []) is None

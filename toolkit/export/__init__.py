@@ -6,6 +6,7 @@ into the run's manifest under `exports`. Re-running skips what is complete.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from toolkit.artifacts import base_models_dir, read_manifest, remove_stale_temps
 from toolkit.errors import TuneserveError
 from toolkit.recipe import EXPORT_FORMATS, GGUF_QUANTS, Recipe
 
-BYTES_PER_PARAM_NEEDED = 6  # merged16 (2) + f16 GGUF (2) + a quant (<= 2)
+# What each output takes a parameter: merged16 and the f16 GGUF every quant is made from are
+# 16-bit; a quantized GGUF is under 1.1 bytes (q8_0 8.5 bits, q6_k 6.6, q4_k_m ~4.9).
+BYTES_PER_PARAM = {"merged16": 2.0, "f16": 2.0, "bf16": 2.0, "f32": 4.0, "quant": 1.1}
 
 
 def run_gguf(folder: Path, quant: str) -> Path:
@@ -62,9 +65,33 @@ def load_run(run: str | Path) -> tuple[Path, Recipe]:
     return folder, load_recipe(folder / "recipe.yaml", check_paths=False)
 
 
-def check_disk(folder: Path, base: Path) -> None:
+def base_parameters(base: Path) -> int:
+    """Parameters of a base folder, from its safetensors' size and the dtype its config names
+    (bitsandbytes 4-bit packs two in a byte)."""
+    from toolkit.prequantized import is_prequantized_4bit
+
     weights = sum(p.stat().st_size for p in base.glob("*.safetensors"))
-    needed = weights // 2 * BYTES_PER_PARAM_NEEDED // 2  # fp32 base: 4 bytes a parameter
+    if is_prequantized_4bit(base):
+        return weights * 2
+    config = (
+        json.loads((base / "config.json").read_text()) if (base / "config.json").is_file() else {}
+    )
+    dtype = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return weights // (4 if dtype == "float32" else 2)
+
+
+def export_bytes(parameters: int, formats: list[str], quants: list[str]) -> int:
+    """Disk the asked formats write: merged16 (the GGUF's source too), the f16 GGUF the
+    quants are made from, each quant."""
+    per = BYTES_PER_PARAM["merged16"]
+    if "gguf" in formats:
+        made = {"f16"} | set(quants)
+        per += sum(BYTES_PER_PARAM.get(quant, BYTES_PER_PARAM["quant"]) for quant in made)
+    return int(parameters * per)
+
+
+def check_disk(folder: Path, base: Path, formats: list[str], quants: list[str]) -> None:
+    needed = export_bytes(base_parameters(base), formats, quants)
     free = shutil.disk_usage(folder).free
     if free < needed:
         raise TuneserveError(
@@ -100,7 +127,7 @@ def export_run(run: str | Path, formats: list[str], quants: list[str]) -> dict[s
         if record.get("adapter") == made_from
     }
     if {"merged16", "gguf"} & set(formats) and "merged16" not in done:
-        check_disk(folder, base)
+        check_disk(folder, base, formats, quants)
     if "lora" in formats:
         files = sorted(p.name for p in adapter.iterdir())
         done["lora"] = {"path": str(adapter), "files": files, "adapter": made_from}

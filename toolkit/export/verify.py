@@ -42,27 +42,37 @@ def merge_tolerance(num_layers: int) -> float:
     return MERGE_ROUNDING_PER_LAYER * num_layers
 
 
-def logit_difference(reference: Any, candidate: Any, tokenizer: Any) -> tuple[float, float]:
-    """(max |reference - candidate| logit, max |reference| logit) over the check's prompts."""
+def prompt_logits(model: Any, tokenizer: Any) -> list[Any]:
+    """The model's fp32 logits on the check's prompts (kept, so the model itself need not be)."""
     import torch
 
-    worst, scale = 0.0, 0.0
     with torch.no_grad():
-        for prompt in PROMPTS:
-            ids = torch.tensor([chat_ids(tokenizer, prompt)])
-            a = reference(ids).logits.float()
-            b = candidate(ids).logits.float()
-            worst = max(worst, (a - b).abs().max().item())
-            scale = max(scale, a.abs().max().item())
-    return worst, scale
+        return [
+            model(torch.tensor([chat_ids(tokenizer, prompt)], device=model.device))
+            .logits.float()
+            .cpu()
+            for prompt in PROMPTS
+        ]
 
 
-def check_merge(unmerged: Any, merged: Any, tokenizer: Any) -> dict[str, Any]:
-    """An fp32 merge against base + unmerged adapter: the difference, relative to the logits'
-    size, within what rounding through the model's layers allows (`merge_matches`)."""
-    difference, scale = logit_difference(unmerged, merged, tokenizer)
+def largest_difference(reference: list[Any], candidate: list[Any]) -> tuple[float, float]:
+    """(max |reference - candidate| logit, max |reference| logit) over the check's prompts."""
+    worst = max((a - b).abs().max().item() for a, b in zip(reference, candidate, strict=True))
+    return worst, max(a.abs().max().item() for a in reference)
+
+
+def logit_difference(reference: Any, candidate: Any, tokenizer: Any) -> tuple[float, float]:
+    """largest_difference of two models' logits on the check's prompts."""
+    return largest_difference(
+        prompt_logits(reference, tokenizer), prompt_logits(candidate, tokenizer)
+    )
+
+
+def merge_figures(difference: float, scale: float, num_layers: int) -> dict[str, Any]:
+    """The fp32 merge's difference, relative to the logits' size, within what rounding through
+    the model's layers allows (`merge_matches`)."""
     relative = difference / scale
-    tolerance = merge_tolerance(unmerged.config.num_hidden_layers)
+    tolerance = merge_tolerance(num_layers)
     return {
         "max_abs_logit_diff_fp32": difference,
         "logit_scale": scale,
@@ -72,13 +82,19 @@ def check_merge(unmerged: Any, merged: Any, tokenizer: Any) -> dict[str, Any]:
     }
 
 
+def check_merge(unmerged: Any, merged: Any, tokenizer: Any) -> dict[str, Any]:
+    """An fp32 merge against base + unmerged adapter."""
+    difference, scale = logit_difference(unmerged, merged, tokenizer)
+    return merge_figures(difference, scale, unmerged.config.num_hidden_layers)
+
+
 def greedy_texts(model: Any, tokenizer: Any, tokens: int = 16) -> list[str]:
     import torch
 
     texts = []
     with torch.no_grad():
         for prompt in PROMPTS:
-            ids = torch.tensor([chat_ids(tokenizer, prompt)])
+            ids = torch.tensor([chat_ids(tokenizer, prompt)], device=model.device)
             out = model.generate(
                 ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, do_sample=False
             )
@@ -86,25 +102,52 @@ def greedy_texts(model: Any, tokenizer: Any, tokens: int = 16) -> list[str]:
     return texts
 
 
+def on_fastest_device(model: Any) -> Any:
+    """The model on the GPU when its fp32 weights fit there with room to run, else where it is:
+    a 14B's checks take seconds on a GPU and minutes on the CPU. fp32 matmuls stay fp32 on the
+    GPU (PyTorch leaves TF32 off for them), so the same tolerance holds."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return model
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    free, _ = torch.cuda.mem_get_info()
+    return model.to("cuda") if weights * 1.25 < free else model
+
+
 def verify_merge(base: Path, adapter: Path, merged_dir: Path) -> dict[str, Any]:
+    """The merge checked in fp32 against base + unmerged adapter, and the saved folder against
+    both, holding one fp32 copy of the model at a time: the reference's logits and greedy text
+    are kept, the adapter is then merged into that same copy, and the saved folder is loaded
+    only after it is gone. (A Qwen3-14B is 59 GB in fp32: three copies at once were killed for
+    memory on a 128 GiB machine, `benchmarks/results/seed_scale.md`.)"""
+    import gc
+
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from toolkit.export.merge import load_base, load_merged
+    from toolkit.export.merge import load_base
 
     tokenizer = AutoTokenizer.from_pretrained(adapter)
-    unmerged = PeftModel.from_pretrained(load_base(base), adapter)
-    merged_fp32 = load_merged(base, adapter)
-    saved = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32)
-    reference = greedy_texts(unmerged, tokenizer)
+    model = PeftModel.from_pretrained(on_fastest_device(load_base(base)), adapter)
+    layers = model.config.num_hidden_layers
+    reference = prompt_logits(model, tokenizer)
+    reference_texts = greedy_texts(model, tokenizer)
+    model = model.merge_and_unload()  # in place: the same weights, the adapter added to them
+    figures = merge_figures(*largest_difference(reference, prompt_logits(model, tokenizer)), layers)
+    del model
+    gc.collect()
+    torch.cuda.empty_cache()
+    saved = on_fastest_device(AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32))
+    saved_difference, _ = largest_difference(reference, prompt_logits(saved, tokenizer))
+    same_text = sum(
+        a == b for a, b in zip(reference_texts, greedy_texts(saved, tokenizer), strict=True)
+    )
     return {
-        **check_merge(unmerged, merged_fp32, tokenizer),
-        "max_abs_logit_diff_saved": logit_difference(unmerged, saved, tokenizer)[0],
-        "greedy_match_saved": sum(
-            a == b for a, b in zip(reference, greedy_texts(saved, tokenizer), strict=True)
-        )
-        / len(PROMPTS),
+        **figures,
+        "max_abs_logit_diff_saved": saved_difference,
+        "greedy_match_saved": same_text / len(PROMPTS),
     }
 
 

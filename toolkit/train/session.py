@@ -200,7 +200,7 @@ def trainer_class() -> Any:
 
 
 def say_packing_note(recipe: Recipe, dataset: Any) -> None:
-    """Rank 0 says when padding wastes much of each batch (the launcher has not tokenized)."""
+    """Rank 0 says when short rows leave each step small (the launcher has not tokenized)."""
     import os
 
     from toolkit.train.speed_notes import packing_note
