@@ -1,12 +1,18 @@
 """`lora.use_gradient_checkpointing: auto`: the fastest checkpointing that fits the GPU.
 
 Unsloth offers two: `true` recomputes each layer in the backward pass from its input, kept on
-the GPU; `"unsloth"` also moves those inputs to host memory and back, which saves their GPU
-memory and costs host copies the step must wait for (13% of a 1.7B step, 7% of a 14B one on an
-H200: `benchmarks/results/train_throughput.md`, `seed_scale.md`). `auto` recomputes when the
-kept inputs and one layer's working set fit in what the loaded model left free, with a margin,
-and offloads otherwise. The estimate is deliberately simple (bf16 activations, the widest
-micro-batch); it only has to be right about which side of the GPU's memory it falls on.
+the GPU; `"unsloth"` also moves those inputs to host memory and back (double-buffered, behind
+the next layer's compute), which saves their GPU memory. Whether the copies cost time depends
+on how much compute they hide behind, which grows with the hidden size. Measured on an H200
+(`benchmarks/results/train_throughput.md`, `seed_scale.md`):
+- hidden 2048 (Qwen3-1.7B): recompute 22,300 tokens/s vs offload 19,108 (copies 13% of a step);
+- hidden 5120 (Qwen3-14B, seed 004): offload 5,543 vs recompute 5,451 packed, 2,742 vs 2,657
+  unpacked, and 2.8 GiB less memory: the copies are hidden.
+So `auto` offloads from hidden 4096 up (Qwen3-8B, between the two, not measured: the copies
+shrink relative to the compute as the width grows, and the memory is saved either way), and
+below that recomputes when the kept inputs and one layer's working set fit in what the loaded
+model left free, with a margin. The estimate is deliberately simple (bf16 activations, the
+widest micro-batch); it only has to be right about which side of the GPU's memory it falls on.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ GIB = 2**30
 # first step and the loss's chunks take the rest.
 HEADROOM = 0.8
 BYTES = 2  # bf16/fp16 activations
+OFFLOAD_HIDES_FROM_HIDDEN = 4096
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,17 @@ class CheckpointingChoice:
 
 
 def choose_checkpointing(
-    setting: bool | str, activations: Activations, free_bytes: int
+    setting: bool | str, activations: Activations, free_bytes: int, hidden_size: int
 ) -> CheckpointingChoice:
     """Resolve `auto`; any other setting is the user's and is kept as written."""
     if setting != "auto":
         return CheckpointingChoice(setting, "as the recipe sets it")
+    if hidden_size >= OFFLOAD_HIDES_FROM_HIDDEN:
+        return CheckpointingChoice(
+            "unsloth",
+            f"offload to host memory: at hidden size {hidden_size} the copies hide behind the "
+            f"compute, and ~{activations.kept / GIB:.1f} GiB stay off the GPU",
+        )
     need, room = activations.total / GIB, free_bytes * HEADROOM / GIB
     if activations.total <= free_bytes * HEADROOM:
         return CheckpointingChoice(

@@ -59,7 +59,7 @@ def resolve_checkpointing(recipe: Recipe, config: Any) -> bool | str:
         return setting
     micro_batch = recipe.train.per_device_train_batch_size
     activations = activation_bytes(config, micro_batch, recipe.model.max_seq_length)
-    choice = choose_checkpointing(setting, activations, free_gpu_bytes())
+    choice = choose_checkpointing(setting, activations, free_gpu_bytes(), config.hidden_size)
     if os.environ.get("RANK", "0") == "0":  # every torchrun rank decides the same
         import torch
 
