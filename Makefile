@@ -1,4 +1,5 @@
 # Two entry points: `make demo` and `make test`. Both create or update .venv idempotently.
+# `make test-fast` is the edit loop: the tests not marked slow or gpu, under 3 minutes on 2 cores.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -7,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.tuneserve-installed
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
-.PHONY: install demo test test-all test-gpu lint format clean
+.PHONY: install demo test test-fast test-all test-gpu lint format clean
 
 install: $(STAMP)
 
@@ -47,6 +48,11 @@ format: install
 
 test: install lint
 	$(PY) -m pytest -m "not gpu" --timeout=1800
+
+# No training, export, llama.cpp server or browser: a collection check in tests/conftest.py keeps
+# the slow fixtures away from unmarked tests.
+test-fast: install
+	$(PY) -m pytest -m "not slow and not gpu" --timeout=300
 
 test-all: test
 

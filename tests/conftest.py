@@ -17,6 +17,42 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Session fixtures that train, export, convert a model or start llama.cpp (minutes on 2 cores,
+# all of them together): only tests marked slow may reach them, so that `make test-fast`
+# (-m "not slow and not gpu") never pays for one. Checked when the tests are collected.
+SLOW_FIXTURES = {
+    "trained_demo",
+    "exported_demo",
+    "qwen3_gguf",  # tests/serve/conftest.py: a model built and converted to GGUF
+    "gateway",  # tests/serve/conftest.py: two llama.cpp engines behind the gateway
+    "tool_model",  # tests/serve/conftest.py: trained and exported
+    "matrix_llama",
+    "target",  # reaches matrix_llama through request.getfixturevalue
+    "real_serve",  # tests/reliability/conftest.py: `tuneserve serve` on llama.cpp
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = []
+    for item in items:
+        if item.get_closest_marker("slow") or item.get_closest_marker("gpu"):
+            continue
+        definitions = getattr(item, "_fixtureinfo", None)
+        reached = [
+            name
+            for name, defs in (definitions.name2fixturedefs.items() if definitions else ())
+            # a conftest's fixture, not a test module's own fixture of the same name
+            if name in SLOW_FIXTURES and defs[-1].func.__code__.co_filename.endswith("conftest.py")
+        ]
+        if reached:
+            unmarked.append(f"{item.nodeid} uses {', '.join(sorted(reached))}")
+    if unmarked:
+        raise pytest.UsageError(
+            "tests that reach a slow fixture must be marked @pytest.mark.slow "
+            "(or the module: pytestmark = pytest.mark.slow):\n  " + "\n  ".join(unmarked)
+        )
+
+
 @pytest.fixture(autouse=True)
 def _isolated_models_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> Path:
     folder = tmp_path_factory.mktemp("models")

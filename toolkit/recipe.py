@@ -81,14 +81,19 @@ def _resolve_path(value: str, info: ValidationInfo) -> str:
 class ModelSection(Section):
     name: str = Field(
         "builtin:smollm2-135m",
-        description="a Hugging Face Hub id org/name[@revision] (downloaded into the Hub cache), "
-        "a local model folder, or builtin:smollm2-135m (the embedded default)",
+        description="builtin:smollm2-135m (the embedded default), a local HF model folder, or a "
+        "Hub id such as Qwen/Qwen3-8B or Qwen/Qwen3-8B@<branch|tag|commit>, downloaded into the "
+        "Hugging Face cache (HF_HOME, HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE are honoured)",
     )
-    max_seq_length: Annotated[int, Field(gt=0, le=2**20)] = 2048
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    max_seq_length: Annotated[int, Field(gt=0, le=2**20)] = Field(
+        2048, description="tokens per training row; longer rows are cut"
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="weights' dtype while training; auto picks what the device runs best"
+    )
     load_in_4bit: bool = Field(False, description="QLoRA through bitsandbytes (CUDA only)")
-    load_in_8bit: bool = False
-    full_finetuning: bool = False
+    load_in_8bit: bool = Field(False, description="8-bit base through bitsandbytes (CUDA only)")
+    full_finetuning: bool = Field(False, description="train every weight instead of a LoRA")
     chat_template: Literal["auto", "qwen3", "chatml", "llama3"] = Field(
         "auto", description="auto uses the tokenizer's own template"
     )
@@ -130,28 +135,40 @@ class ModelSection(Section):
 
 
 class LoraSection(Section):
-    r: Annotated[int, Field(gt=0, le=4096)] = 32
-    lora_alpha: Annotated[int, Field(gt=0, le=65536)] = 32
-    lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
-    bias: Literal["none", "all", "lora_only"] = "none"
+    r: Annotated[int, Field(gt=0, le=4096)] = Field(32, description="rank: 8, 16, 32, 64, 128")
+    lora_alpha: Annotated[int, Field(gt=0, le=65536)] = Field(32, description="usually r or 2*r")
+    lora_dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = Field(
+        0.0, description="0 is the optimized path"
+    )
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="biases trained too")
     target_modules: list[str] = Field(
-        default_factory=lambda: list(PROJECTION_MODULES), min_length=1
+        default_factory=lambda: list(PROJECTION_MODULES),
+        min_length=1,
+        description="the layers that get adapters",
     )
     use_gradient_checkpointing: bool | Literal["unsloth", "auto"] = Field(
         "auto",
         description='auto: recompute when activations fit the GPU, else offload them ("unsloth");'
         " the hf backend recomputes for any value but false",
     )
-    random_state: Seed = 3407
-    use_rslora: bool = False
-    loftq_config: dict[str, Any] | None = None
+    random_state: Seed = Field(3407, description="seed of the adapter's initial weights")
+    use_rslora: bool = Field(False, description="rank-stabilized LoRA (scales by alpha/sqrt(r))")
+    loftq_config: dict[str, Any] | None = Field(
+        None, description="LoftQ initialization, e.g. {loftq_bits: 4}; null = none"
+    )
 
 
 class DataSource(Section):
-    path: str
-    format: Literal[DATA_FORMATS] = "auto"  # type: ignore[valid-type]
-    mode: Mode | None = Field(None, description="thinking or chat; auto-detected when unset")
-    weight: Annotated[float, Field(gt=0)] | None = None
+    path: str = Field(
+        description="a jsonl/json/parquet/csv file or folder, relative to the recipe file"
+    )
+    format: Literal[DATA_FORMATS] = Field(  # type: ignore[valid-type]
+        "auto", description="auto detects it from the rows"
+    )
+    mode: Mode | None = Field(None, description="auto-detected when unset")
+    weight: Annotated[float, Field(gt=0)] | None = Field(
+        None, description="rows repeated by this factor (2 = twice, 0.5 = half); unset = 1"
+    )
     name: str | None = Field(None, description="used by data.mix; default: the file's stem")
 
     @model_validator(mode="before")
@@ -205,17 +222,26 @@ class ReplaySection(Section):
 
 
 class DataSection(Section):
-    sources: list[DataSource] = Field(default_factory=list)
+    sources: list[DataSource] = Field(
+        default_factory=list, description="training files; `data: [a.jsonl]` is short for it"
+    )
     mix: dict[str, Annotated[float, Field(gt=0, le=1)]] | None = Field(
         None, description="share of each source by name, e.g. {reasoning: 0.75, chat: 0.25}"
     )
-    shuffle_seed: Seed = 42
+    shuffle_seed: Seed = Field(42, description="seed of the shuffle and the heldout split")
     eval_split: Annotated[float, Field(ge=0, lt=1)] = Field(
         0.1, description="fraction held out for the heldout eval suite"
     )
-    train_on_responses_only: bool = True
-    on_error: Literal["fail", "skip"] = "fail"
-    replay: ReplaySection = Field(default_factory=ReplaySection)
+    train_on_responses_only: bool = Field(
+        True, description="loss on the assistant's tokens only, not the prompts"
+    )
+    on_error: Literal["fail", "skip"] = Field(
+        "fail", description="fail names the bad rows; skip trains without them"
+    )
+    replay: ReplaySection = Field(
+        default_factory=ReplaySection,
+        description="against forgetting: general prompts answered by the base itself, mixed in",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -235,27 +261,41 @@ class DataSection(Section):
 
 
 class TrainSection(Section):
-    backend: Literal["auto", "unsloth", "hf"] = "auto"
-    per_device_train_batch_size: Annotated[int, Field(gt=0, le=65536)] = 2
-    gradient_accumulation_steps: Annotated[int, Field(gt=0, le=65536)] = 4
-    warmup_steps: Annotated[int, Field(ge=0, le=10**9)] = 5
-    max_steps: PositiveInt | None = Field(None, description="30 when num_train_epochs is unset")
-    num_train_epochs: Annotated[float, Field(gt=0, le=10**6)] | None = None
-    learning_rate: Annotated[float, Field(gt=0, lt=1)] = 2e-4
-    logging_steps: PositiveInt = 1
+    backend: Literal["auto", "unsloth", "hf"] = Field(
+        "auto", description="auto = unsloth on a CUDA GPU where installed, else hf"
+    )
+    per_device_train_batch_size: Annotated[int, Field(gt=0, le=65536)] = Field(
+        2, description="rows per step on each device"
+    )
+    gradient_accumulation_steps: Annotated[int, Field(gt=0, le=65536)] = Field(
+        4, description="steps summed into one update: batch = per_device x this"
+    )
+    warmup_steps: Annotated[int, Field(ge=0, le=10**9)] = Field(
+        5, description="steps the learning rate ramps up over"
+    )
+    max_steps: PositiveInt | None = Field(
+        None, description="30 when num_train_epochs is unset; set one of the two"
+    )
+    num_train_epochs: Annotated[float, Field(gt=0, le=10**6)] | None = Field(
+        None, description="passes over the data, instead of max_steps"
+    )
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] = Field(2e-4, description="peak rate")
+    logging_steps: PositiveInt = Field(1, description="a loss line in metrics.jsonl every N steps")
     optim: Literal[OPTIMIZERS] = Field(  # type: ignore[valid-type]
         "adamw_8bit", description="adamw_torch is used where bitsandbytes is absent"
     )
-    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.01
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = Field(0.01, description="L2 penalty")
     lr_scheduler_type: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
-    ] = "linear"
-    seed: Seed = 3407
-    save_steps: PositiveInt = 10
-    packing: bool = False
-    bf16: bool | Literal["auto"] = "auto"
-    fp16: bool | Literal["auto"] = "auto"
-    max_grad_norm: Annotated[float, Field(gt=0, le=1e6)] = 1.0
+    ] = Field("linear", description="how the rate falls after warmup")
+    seed: Seed = Field(3407, description="seed of the training order and dropout")
+    save_steps: PositiveInt = Field(10, description="a checkpoint every N steps (resume, select)")
+    packing: bool = Field(False, description="several short rows per sequence")
+    bf16: bool | Literal["auto"] = Field("auto", description="auto = where the device has it")
+    fp16: bool | Literal["auto"] = Field("auto", description="auto = on a GPU without bf16")
+    max_grad_norm: Annotated[float, Field(gt=0, le=1e6)] = Field(
+        1.0, description="gradients are clipped to this norm"
+    )
     nproc: Annotated[int, Field(gt=0, le=1024)] = Field(
         1,
         description="data-parallel processes (one per GPU; gloo on CPU) launched through torchrun; "
@@ -287,7 +327,7 @@ class ExportSection(Section):
         description="unset: lora + merged16 where run serves on vLLM, merged16 + gguf on llama.cpp",
     )
     quant: list[Literal[GGUF_QUANTS]] = Field(  # type: ignore[valid-type]
-        default_factory=lambda: ["q8_0"], min_length=1
+        default_factory=lambda: ["q8_0"], min_length=1, description="GGUF quantizations"
     )
     max_ppl_ratio: Annotated[float, Field(ge=1.0, le=100)] = Field(
         1.10, description="a quant whose perplexity ratio to merged16 exceeds this is flagged"
@@ -308,9 +348,11 @@ class ExportSection(Section):
 
 
 class ServeSection(Section):
-    engine: Literal["auto", "vllm", "llamacpp"] = "auto"
-    host: str = "127.0.0.1"
-    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    engine: Literal["auto", "vllm", "llamacpp"] = Field(
+        "auto", description="auto = vLLM on a CUDA GPU where installed, else llama.cpp"
+    )
+    host: str = Field("127.0.0.1", description="the gateway's address; off 127.0.0.1 needs a key")
+    port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, description="the gateway's port")
     mode: Literal["auto", "thinking", "chat"] = Field(
         "auto", description="default mode; auto = thinking when the template knows enable_thinking"
     )
@@ -329,15 +371,23 @@ class ServeSection(Section):
 
 
 class EvalSection(Section):
-    suites: list[str] = Field(default_factory=lambda: ["heldout", "guard"], min_length=1)
+    suites: list[str] = Field(
+        default_factory=lambda: ["heldout", "guard"],
+        min_length=1,
+        description="scored greedily (temperature 0); guard: 300 general items",
+    )
     fail_on_regression: Annotated[float, Field(ge=0, le=1)] | None = Field(
         None,
         description="exit 1 when the paired 95% interval of tuned - base reaches below -this "
         "on any suite",
     )
-    concurrency: Annotated[int, Field(gt=0, le=4096)] = 8
-    max_tokens: Annotated[int, Field(gt=0, le=10**6)] = 256
-    seed: Seed = 0
+    concurrency: Annotated[int, Field(gt=0, le=4096)] = Field(
+        8, description="requests in flight at once"
+    )
+    max_tokens: Annotated[int, Field(gt=0, le=10**6)] = Field(
+        256, description="longest answer generated per item"
+    )
+    seed: Seed = Field(0, description="seed sent with every eval request")
     guard_margin: Annotated[float, Field(ge=0, le=1)] = Field(
         0.05,
         description="the tuned model passes a suite when the paired 95% interval of its change "
@@ -355,13 +405,21 @@ class EvalSection(Section):
 
 class Recipe(Section):
     name: str | None = Field(None, description="names the run; default: the recipe file's stem")
-    model: ModelSection = Field(default_factory=ModelSection)
-    lora: LoraSection = Field(default_factory=LoraSection)
-    data: DataSection = Field(default_factory=DataSection)
-    train: TrainSection = Field(default_factory=TrainSection)
-    export: ExportSection = Field(default_factory=ExportSection)
-    serve: ServeSection = Field(default_factory=ServeSection)
-    eval: EvalSection = Field(default_factory=EvalSection)
+    model: ModelSection = Field(
+        default_factory=ModelSection, description="the base model (Unsloth's FastLanguageModel)"
+    )
+    lora: LoraSection = Field(
+        default_factory=LoraSection, description="the adapter (Unsloth's get_peft_model)"
+    )
+    data: DataSection = Field(default_factory=DataSection, description="what to train on")
+    train: TrainSection = Field(
+        default_factory=TrainSection, description="the training loop (TRL's SFTConfig)"
+    )
+    export: ExportSection = Field(default_factory=ExportSection, description="what to deploy")
+    serve: ServeSection = Field(
+        default_factory=ServeSection, description="the OpenAI-compatible gateway"
+    )
+    eval: EvalSection = Field(default_factory=EvalSection, description="the before/after eval")
 
     @field_validator("name")
     @classmethod

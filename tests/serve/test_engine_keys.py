@@ -18,6 +18,7 @@ from tests.serve.conftest import llama_engines
 HI = {"model": "smol", "messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 2}
 
 
+@pytest.mark.slow  # two llama.cpp engines read the GGUF's vocabulary: ~3 s each
 def test_every_engine_gets_its_own_key_through_its_environment(base_gguf, tmp_path, monkeypatch):
     folder = tmp_path / "merged16"
     folder.mkdir()

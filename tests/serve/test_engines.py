@@ -179,6 +179,7 @@ def test_embeddings_engines(base_gguf, monkeypatch):
         LlamaCppEngine(name="e", model_path=base_gguf, embeddings=True).command()
 
 
+@pytest.mark.slow  # runs llama-server --help and reads the GGUF twice: ~5 s
 def test_native_llama_server_flags_exist_in_its_parser(base_gguf):
     import subprocess
 

@@ -256,6 +256,7 @@ def test_a_body_past_the_limit_is_refused(response):
     run(scenario())
 
 
+@pytest.mark.slow  # a gateway and an engine started, then a timeout waited out: ~6 s
 def test_the_gateway_answers_504_when_its_engine_is_wedged(tmp_path):
     """Through a real gateway and the openai client: a clear 504, not a request held forever."""
     import openai

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from toolkit.artifacts import verify_manifest
 from toolkit.builtin import builtin_gguf, materialize
 
@@ -29,6 +31,7 @@ def test_second_call_reuses_the_folder(base_model):
     assert (base_model / "model.safetensors").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow  # loads the model in transformers and generates: ~6 s
 def test_generates_a_coherent_reply_on_cpu(base_model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -160,6 +160,7 @@ def test_a_failing_rank_is_one_clear_error(tmp_path, base_model):
     assert "\n" not in message and caught.value.exit_code == 2
 
 
+@pytest.mark.slow  # trains on 2 processes, stops them, resumes: ~35 s
 def test_sigterm_checkpoints_every_rank_leaves_no_process_and_resume_finishes(tmp_path, base_model):
     env = {**os.environ, "TUNESERVE_MODELS_DIR": str(tmp_path)}
     command = [sys.executable, "-m", "toolkit.cli", "train", str(DEMO_RECIPE), "--nproc", "2"]
