@@ -148,7 +148,8 @@ class LoraSection(Section):
     )
     use_gradient_checkpointing: bool | Literal["unsloth", "auto"] = Field(
         "auto",
-        description='auto: recompute when activations fit the GPU, else offload them ("unsloth");'
+        description='auto: offload activations to host memory ("unsloth") from hidden size 4096 up,'
+        " where the copies hide behind the compute; recompute (true) below when they fit the GPU;"
         " the hf backend recomputes for any value but false",
     )
     random_state: Seed = Field(3407, description="seed of the adapter's initial weights")
