@@ -49,7 +49,7 @@ def read_run(run: Path, name: str, seed: int, total: float) -> dict:
 
 
 def run_config(name: str, overrides: list[str], seed: int) -> dict:
-    from toolkit.artifacts import base_models_dir
+    from toolkit.core.artifacts import base_models_dir
 
     models = Path(tempfile.mkdtemp(prefix="forgetting-"))
     env = {**os.environ, "TUNESERVE_MODELS_DIR": str(models)}

@@ -87,7 +87,7 @@ def run_eval(
     """
     from evals.endpoint import fetch_served
     from evals.judge import check_judges, judge_answers
-    from toolkit.artifacts import run_dir
+    from toolkit.core.artifacts import run_dir
 
     run_folder = run_dir(run) if run else None
     loaded = [resolve_suite(spec, run_folder) for spec in suites]

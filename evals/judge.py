@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 DEFAULT_RUBRIC = (
     "The answer responds to the question correctly and completely; when a reference answer is "

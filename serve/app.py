@@ -25,10 +25,10 @@ from pathlib import Path
 from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
 from serve.engines.base import Engine
 from serve.identity import model_identity
-from serve.modes import Mode, default_mode, template_knows_thinking
 from serve.replicas import Replica, ReplicaPool, ScaleOut, device_groups
 from serve.upstream import READ_TIMEOUT
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
+from toolkit.core.modes import Mode, default_mode, template_knows_thinking
 
 
 @dataclass(frozen=True)
@@ -389,7 +389,7 @@ def serve_models(
     if len(set(names)) != len(names):
         raise TuneserveError(f"two models share a name: {names}", "name them with NAME=PATH")
     if log_dir is None:
-        from toolkit.artifacts import models_dir
+        from toolkit.core.artifacts import models_dir
 
         log_dir = models_dir() / "logs" / "serve"
     with ExitStack() as stack:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from toolkit.core.modes import MODES
+
 
 @click.command(
     "serve",
@@ -43,7 +45,7 @@ Embeddings: tuneserve serve tuned=x.gguf --embeddings embed=x.gguf (POST /v1/emb
 )
 @click.option(
     "--mode",
-    type=click.Choice(["thinking", "chat"]),
+    type=click.Choice(MODES),
     default=None,
     help="Default mode (else: thinking when the template knows enable_thinking, else chat).",
 )
@@ -150,7 +152,7 @@ def serve_command(
     """Serve MODEL... (GGUF files or merged16 folders, optionally NAME=PATH) behind an
     OpenAI-compatible gateway with per-mode sampling defaults."""
     from serve.app import run_forever
-    from toolkit.errors import TuneserveError
+    from toolkit.core.errors import TuneserveError
 
     if name is not None:
         if len(models) != 1:

@@ -35,7 +35,6 @@ from serve.fanout import fan_out
 from serve.identity import Identity
 from serve.legacy_completions import LegacyShape
 from serve.model_list import get_model, list_models
-from serve.modes import Mode, apply_defaults, resolve_mode, split_alias
 from serve.page import page_routes
 from serve.protocol import (
     MAX_BODY_BYTES,
@@ -64,6 +63,7 @@ from serve.supervisor import Supervisor
 from serve.tool_calls import parse_response
 from serve.tools import completion_grammar, read_tool_plan, shape_for_engine
 from serve.upstream import READ_TIMEOUT, UpstreamError, UpstreamPool, UpstreamResponse
+from toolkit.core.modes import Mode, apply_defaults, resolve_mode, split_alias
 
 logger = logging.getLogger(__name__)
 # The hot path: these skip Starlette's routing and middleware (see Gateway.__call__).

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from serve.modes import MODES
 from serve.protocol import error_response
+from toolkit.core.modes import MODES
 
 if TYPE_CHECKING:
     from serve.gateway import Gateway

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from serve.protocol import GatewayError, error_response
 from serve.response_items import ResponseEvents, chat_to_response, new_id
 from serve.streaming import EventStream
-from serve.tool_prompt import text_of
+from toolkit.core.tool_prompt import text_of
 
 if TYPE_CHECKING:
     from serve.gateway import Gateway

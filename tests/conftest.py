@@ -52,7 +52,7 @@ def demo_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_demo(demo_models_dir: Path, base_model: Path):
     """The bundled demo recipe trained once for the session (30 steps on CPU, ~2-3 min)."""
-    from toolkit.artifacts import run_dir
+    from toolkit.core.artifacts import run_dir
     from toolkit.forgetting import prepare_replay
     from toolkit.recipe_loader import load_recipe
     from toolkit.train import train

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import (
+from toolkit.core.artifacts import (
     atomic_dir,
     base_models_dir,
     file_lock,
@@ -22,7 +22,7 @@ from toolkit.artifacts import (
     update_manifest,
     verify_manifest,
 )
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 from toolkit.hub import download, parse_hub_id, snapshot_commit
 from toolkit.recipe import BUILTIN_PREFIX
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from toolkit.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, TuneserveError
+from toolkit.core.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, TuneserveError
 
 # name -> "module:attribute" of a click.Command; serve/ and evals/ own their commands.
 COMMANDS = {
@@ -189,7 +189,7 @@ def train_command(
         overrides = (*overrides, f"train.nproc={nproc}")
     loaded = load(recipe, overrides)
     echo = (lambda _: None) if as_json else click.echo
-    from toolkit.artifacts import run_dir
+    from toolkit.core.artifacts import run_dir
     from toolkit.forgetting import prepare_replay, select_checkpoint
 
     folder = run_dir(loaded.run_name)
@@ -286,8 +286,8 @@ def verify_command(run: str) -> None:
     Example:
       tuneserve verify my-first-run
     """
-    from toolkit.artifacts import run_dir, verify_manifest
-    from toolkit.errors import CheckFailed
+    from toolkit.core.artifacts import run_dir, verify_manifest
+    from toolkit.core.errors import CheckFailed
 
     folder = Path(run) if Path(run).is_dir() else run_dir(run)
     if not (folder / "manifest.json").is_file():
@@ -332,7 +332,7 @@ def check_gate(recipe, report_dir: Path) -> None:
         return
     from evals.gate import regressions
     from evals.report import load_report
-    from toolkit.errors import CheckFailed
+    from toolkit.core.errors import CheckFailed
 
     found = regressions(load_report(report_dir / "report.json"), threshold)
     if found:

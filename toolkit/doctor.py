@@ -8,7 +8,7 @@ import platform
 import shutil
 from typing import Any
 
-from toolkit.artifacts import models_dir
+from toolkit.core.artifacts import models_dir
 
 PACKAGES = (
     "torch",

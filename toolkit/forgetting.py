@@ -24,8 +24,8 @@ SELECT_MAX_TOKENS = 24
 def base_identity(recipe: Recipe, engine: str) -> str:
     """What answers the replay prompts: the base weights' hash and how they are served (the
     engine, and on llama.cpp the quantization of the GGUF it reads)."""
-    from toolkit.artifacts import read_manifest, sha256_file
     from toolkit.builtin import resolve_model
+    from toolkit.core.artifacts import read_manifest, sha256_file
 
     model = resolve_model(recipe.model.name)
     weights = sorted(model.glob("*.safetensors"))
@@ -78,7 +78,7 @@ def prepare_replay(
 
     identity = base_identity(recipe, run_engine(recipe))
     cached = ensure_replay(replay, identity, lambda: serve_base(recipe), echo)
-    from toolkit.artifacts import atomic_write_bytes
+    from toolkit.core.artifacts import atomic_write_bytes
 
     target = folder / REPLAY_FILE
     atomic_write_bytes(target, cached.read_bytes())
@@ -139,8 +139,8 @@ def select_checkpoint(
         return None
     from evals.api import run_eval
     from evals.selection import candidates, choose, render_chart
-    from toolkit.artifacts import atomic_write_bytes, update_manifest
     from toolkit.comparison import run_engine
+    from toolkit.core.artifacts import atomic_write_bytes, update_manifest
 
     steps = checkpoint_steps(folder)
     if not steps:
@@ -196,7 +196,7 @@ def select_checkpoint(
 def install_adapter(checkpoint: Path, adapter: Path) -> None:
     """The checkpoint's LoRA weights become the run's adapter; the tokenizer and serving chat
     template saved with the final adapter stay."""
-    from toolkit.artifacts import atomic_dir
+    from toolkit.core.artifacts import atomic_dir
 
     with atomic_dir(adapter) as tmp:
         for path in adapter.iterdir():

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import read_manifest
-from toolkit.artifacts import run_dir as run_folder
 from toolkit.comparison import RunServer, ServePlan, export_formats, prepare_base, serve_api_key
+from toolkit.core.artifacts import read_manifest
+from toolkit.core.artifacts import run_dir as run_folder
 from toolkit.recipe import Recipe
 from toolkit.run_progress import RunProgress, StageStatus
 from toolkit.stages import (
@@ -153,7 +153,7 @@ def build_stages(
         marker = folder / "train-inputs.txt"
         resume = not fresh and marker.is_file() and marker.read_text() == trained
         folder.mkdir(parents=True, exist_ok=True)
-        from toolkit.artifacts import atomic_write_text
+        from toolkit.core.artifacts import atomic_write_text
 
         atomic_write_text(marker, trained)
         from toolkit.forgetting import prepare_replay, select_checkpoint

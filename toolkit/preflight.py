@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 from toolkit.recipe import Recipe
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import read_manifest, sha256_file, sha256_text, update_manifest
+from toolkit.core.artifacts import read_manifest, sha256_file, sha256_text, update_manifest
 from toolkit.recipe import Recipe
 from toolkit.run_progress import StageStatus
 

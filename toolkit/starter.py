@@ -5,8 +5,8 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from toolkit.artifacts import atomic_write_text
-from toolkit.errors import TuneserveError
+from toolkit.core.artifacts import atomic_write_text
+from toolkit.core.errors import TuneserveError
 
 
 def write_starter(directory: Path, *, force: bool = False) -> list[Path]:

@@ -30,7 +30,7 @@ def main() -> None:
     for name in FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
-    from toolkit.artifacts import update_manifest
+    from toolkit.core.artifacts import update_manifest
 
     update_manifest(
         target,

@@ -13,7 +13,7 @@ def pick_engine(path: str, requested: str = "auto") -> str:
     """`auto`: vLLM for a model folder when CUDA and vllm are present, llama.cpp for GGUF."""
     from pathlib import Path
 
-    from toolkit.errors import TuneserveError
+    from toolkit.core.errors import TuneserveError
 
     is_gguf = Path(path).suffix == ".gguf"
     if requested == "llamacpp":

@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 
 class EngineError(TuneserveError):

@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 PACKAGE = "llama-cpp-python"
 # Offline and self-contained: no HTTPS/curl model downloads, no web UI fetched at build time,

@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 from serve.chat_template import render_chat
 from serve.engines.base import Engine, EngineError
-from serve.modes import template_knows_thinking
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
+from toolkit.core.modes import template_knows_thinking
 
 DEFAULT_CTX = 4096  # when the GGUF does not say what context the model was trained with
 

@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.reliability.counts import record
-from toolkit.artifacts import atomic_dir, atomic_write_json
-from toolkit.errors import TuneserveError
+from toolkit.core.artifacts import atomic_dir, atomic_write_json
+from toolkit.core.errors import TuneserveError
 
 DEMO_RECIPE = Path(__file__).resolve().parents[2] / "toolkit" / "demo" / "recipe.yaml"
 MiB = 2**20
@@ -204,7 +204,7 @@ class _FillingWriter:
 
 
 def test_simulated_enospc_in_an_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
-    import toolkit.artifacts as artifacts
+    import toolkit.core.artifacts as artifacts
 
     target = tmp_path / "manifest.json"
     atomic_write_json(target, {"version": 1})

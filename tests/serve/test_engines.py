@@ -9,7 +9,7 @@ import pytest
 
 from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
 from serve.engines.vllm import lora_rank_bound
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 from toolkit.templates import CHATML, QWEN3
 
 SNAPSHOT = json.loads(

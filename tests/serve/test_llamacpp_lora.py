@@ -79,7 +79,7 @@ def test_an_adapter_on_the_base_engine_answers_like_its_merged_export(exported_d
 
 @pytest.mark.slow
 def test_select_keeps_a_checkpoint_that_keeps_the_guard(trained_demo, tmp_path, monkeypatch):
-    from toolkit.artifacts import read_manifest
+    from toolkit.core.artifacts import read_manifest
     from toolkit.forgetting import select_checkpoint
     from toolkit.recipe_loader import load_recipe
 

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from serve.engines import free_port
-from serve.modes import SAMPLING
+from toolkit.core.modes import SAMPLING
 
 pytestmark = pytest.mark.slow
 
@@ -309,7 +309,7 @@ def test_the_mode_switch_changes_the_sampling_sent_and_shown(tab):
         for model in ("base", "tuned"):
             shown[(mode, model)] = column(tab, model).locator(".sampling").inner_text()
     for model in ("base", "tuned"):
-        # the x-tuneserve-mode / x-tuneserve-sampling headers of the answers, from serve/modes.py
+        # the x-tuneserve-mode / x-tuneserve-sampling headers of the answers, from toolkit/core/modes.py
         assert shown[("chat", model)] == f"chat mode · {SAMPLING['chat'].header()}"
         assert shown[("thinking", model)] == f"thinking mode · {SAMPLING['thinking'].header()}"
     assert shown[("chat", "tuned")] != shown[("thinking", "tuned")]

@@ -21,7 +21,7 @@ from serve.engines.llamacpp import gpu_split_flags
 from serve.protocol import GatewayError
 from serve.replicas import Replica, ReplicaPool, ScaleOut, device_groups
 from tests.serve.test_engines import vllm_args
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 SNAPSHOT = json.loads(
     (Path(__file__).parents[2] / "serve/engines/vllm_cli_snapshot.json").read_text()

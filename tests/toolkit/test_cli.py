@@ -115,7 +115,7 @@ def test_an_internal_error_has_its_own_exit_code(monkeypatch):
 
 
 def test_help_documents_every_exit_code():
-    from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE
+    from toolkit.core.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE
 
     shown = CliRunner().invoke(main, ["--help"]).output
     codes = (0, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED)

@@ -101,7 +101,7 @@ def test_merged16_is_what_vllm_serve_loads(exported_demo):
 
 
 def test_generation_config_carries_the_default_mode_sampling(exported_demo):
-    from serve.modes import SAMPLING
+    from toolkit.core.modes import SAMPLING
 
     run, _ = exported_demo
     config = json.loads((run / "merged16" / "generation_config.json").read_text())
@@ -161,7 +161,7 @@ def test_quality_check_puts_q4_further_from_the_merged_model_than_q8(exported_de
 
 
 def test_manifest_records_exports_and_hashes(exported_demo):
-    from toolkit.artifacts import verify_manifest
+    from toolkit.core.artifacts import verify_manifest
 
     run, _ = exported_demo
     manifest = json.loads((run / "manifest.json").read_text())
@@ -218,7 +218,7 @@ def test_killed_export_leaves_nothing_complete_looking_and_rerun_finishes(
 
 
 def test_export_of_an_untrained_folder_is_a_clear_error(tmp_path):
-    from toolkit.errors import TuneserveError
+    from toolkit.core.errors import TuneserveError
 
     with pytest.raises(TuneserveError, match="not a training run"):
         export_run(tmp_path, ["gguf"], ["q8_0"])

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import toolkit.builtin
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 from toolkit.recipe_loader import load_recipe
 from toolkit.train import train
 

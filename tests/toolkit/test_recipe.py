@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 from toolkit.recipe import PROJECTION_MODULES, Recipe
 from toolkit.recipe_loader import dump_recipe, load_recipe, parse_yaml
 

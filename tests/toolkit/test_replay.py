@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 from evals.suite import resolve_suite
+from toolkit.core.errors import TuneserveError
 from toolkit.data.replay import (
     Endpoint,
     add_replay,
@@ -19,7 +20,6 @@ from toolkit.data.replay import (
     replay_count,
     same_prompt,
 )
-from toolkit.errors import TuneserveError
 from toolkit.recipe import ReplaySection
 from toolkit.recipe_loader import load_recipe
 

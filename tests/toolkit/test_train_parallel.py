@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import DEMO_RECIPE
 from tests.process_tree import alive, descendants
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 from toolkit.recipe import TrainSection
 from toolkit.recipe_loader import load_recipe
 from toolkit.train.parallel import plan_parallel

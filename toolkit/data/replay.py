@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import atomic_write_text, base_models_dir, sha256_text
-from toolkit.errors import TuneserveError
+from toolkit.core.artifacts import atomic_write_text, base_models_dir, sha256_text
+from toolkit.core.errors import TuneserveError
 from toolkit.recipe import ReplaySection
 
 BUILTIN_POOL = Path(__file__).with_name("replay_prompts.jsonl")

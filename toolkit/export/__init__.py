@@ -10,9 +10,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import base_models_dir, read_manifest, remove_stale_temps, update_manifest
-from toolkit.errors import TuneserveError
-from toolkit.recipe import EXPORT_FORMATS, GGUF_QUANTS, Recipe
+from toolkit.core.artifacts import (
+    base_models_dir,
+    read_manifest,
+    remove_stale_temps,
+    update_manifest,
+)
+from toolkit.core.errors import TuneserveError
+from toolkit.core.quants import GGUF_QUANTS
+from toolkit.recipe import EXPORT_FORMATS, Recipe
 
 BYTES_PER_PARAM_NEEDED = 6  # merged16 (2) + f16 GGUF (2) + a quant (<= 2)
 
@@ -45,7 +51,7 @@ def base_gguf(base: Path, quant: str) -> Path:
 
 
 def load_run(run: str | Path) -> tuple[Path, Recipe]:
-    from toolkit.artifacts import run_dir
+    from toolkit.core.artifacts import run_dir
     from toolkit.recipe_loader import load_recipe
 
     folder = Path(run) if Path(run).is_dir() else run_dir(str(run))
@@ -75,7 +81,7 @@ def check_disk(folder: Path, base: Path) -> None:
 
 def export_run(run: str | Path, formats: list[str], quants: list[str]) -> dict[str, Any]:
     from toolkit.builtin import trained_base
-    from toolkit.quiet import quiet_libraries
+    from toolkit.core.quiet import quiet_libraries
 
     quiet_libraries()
     folder, recipe = load_run(run)
@@ -125,7 +131,7 @@ def export_run(run: str | Path, formats: list[str], quants: list[str]) -> dict[s
 
 def adapter_fingerprint(adapter: Path) -> str:
     """What an export was made from: the adapter's weights and config (small files)."""
-    from toolkit.artifacts import sha256_file, sha256_text
+    from toolkit.core.artifacts import sha256_file, sha256_text
 
     parts = [sha256_file(adapter / name) for name in ADAPTER_FILES if (adapter / name).is_file()]
     return sha256_text(" ".join(parts))[:16]

@@ -18,7 +18,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 PACKAGE = "llama-cpp-python"
 SCRIPT = "convert_lora_to_gguf.py"

@@ -114,7 +114,7 @@ def perplexity_rows(folder: Path) -> tuple[list[dict[str, Any]], str]:
     is GGUF vs merged16 on the same text, so it still measures the export."""
     import json
 
-    from toolkit.errors import TuneserveError
+    from toolkit.core.errors import TuneserveError
 
     for split in ("heldout", "train"):
         path = folder / "data" / f"{split}.jsonl"

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import atomic_write_text, remove_stale_temps, run_dir
-from toolkit.errors import TuneserveError
+from toolkit.core.artifacts import atomic_write_text, remove_stale_temps, run_dir
+from toolkit.core.errors import TuneserveError
 from toolkit.recipe import Recipe
 
 
@@ -174,8 +174,8 @@ def _write_manifest(
 ) -> None:
     import importlib.metadata
 
-    from toolkit.artifacts import read_manifest, sha256_file, sha256_text, update_manifest
     from toolkit.builtin import describe_model
+    from toolkit.core.artifacts import read_manifest, sha256_file, sha256_text, update_manifest
     from toolkit.hub import snapshot_file_sha256
     from toolkit.recipe_loader import dump_recipe
 

@@ -6,7 +6,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 from toolkit.recipe import Recipe
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import toolkit
-from toolkit.errors import EXIT_INTERNAL, TuneserveError
-from toolkit.orphans import die_with_parent
+from toolkit.core.errors import EXIT_INTERNAL, TuneserveError
+from toolkit.core.orphans import die_with_parent
 from toolkit.train.parallel import ParallelPlan
 
 # torchrun gives its ranks 30 s to stop after SIGTERM; a checkpoint save fits in that.

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import atomic_dir
-from toolkit.errors import TuneserveError
+from toolkit.core.artifacts import atomic_dir
+from toolkit.core.errors import TuneserveError
 from toolkit.recipe import Recipe
 from toolkit.train.parallel import ParallelPlan
 
