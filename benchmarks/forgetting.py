@@ -120,7 +120,7 @@ def main() -> None:
         if args.out:
             args.out.write_text(text)
         return
-    from toolkit.builtin import materialize
+    from toolkit.base_models.builtin import materialize
 
     materialize("smollm2-135m")
     rows = []

@@ -454,7 +454,7 @@ def main() -> None:
 
     from serve.engines import LlamaCppEngine
     from serve.supervisor import Supervisor
-    from toolkit.builtin import builtin_gguf
+    from toolkit.base_models.builtin import builtin_gguf
 
     body = {
         "model": "smol",

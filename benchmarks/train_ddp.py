@@ -225,7 +225,7 @@ def main() -> None:
     out = (args.out or Path(tempfile.mkdtemp(prefix="train-ddp-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.tokenizer is None:
-        from toolkit.builtin import materialize
+        from toolkit.base_models.builtin import materialize
 
         args.tokenizer = materialize("smollm2-135m")
     model = args.model or build_model(args, out / "models")

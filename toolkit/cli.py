@@ -137,7 +137,7 @@ def doctor_command(as_json: bool) -> None:
 
 
 def load(recipe_path: Path | None, overrides: tuple[str, ...]):
-    from toolkit.recipe_loader import load_recipe
+    from toolkit.recipe.loader import load_recipe
 
     return load_recipe(recipe_path, overrides)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.recipe import Recipe
+from toolkit.recipe.schema import Recipe
 
 # vLLM's startup (weights, torch.compile, CUDA graphs) takes minutes; engines sharing a GPU
 # load one after another (serve/app.py), so the bound is per engine.
@@ -58,7 +58,7 @@ class ServePlan:
 
 def serve_plan(recipe: Recipe, folder: Path, engine: str) -> ServePlan:
     """Base and tuned for `engine` (the files must exist: see `prepare_base`)."""
-    from toolkit.builtin import trained_base
+    from toolkit.base_models.builtin import trained_base
     from toolkit.export import base_gguf_path, run_gguf
 
     base = trained_base(folder, recipe.model.name)
@@ -76,7 +76,7 @@ def serve_plan(recipe: Recipe, folder: Path, engine: str) -> ServePlan:
 def prepare_base(recipe: Recipe, folder: Path, engine: str) -> None:
     """The base in the served format: a GGUF of the eval quant for llama.cpp (made once)."""
     if engine == "llamacpp":
-        from toolkit.builtin import trained_base
+        from toolkit.base_models.builtin import trained_base
         from toolkit.export import base_gguf
 
         base_gguf(trained_base(folder, recipe.model.name), recipe.export.quant[0])

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from toolkit.data.replay import Endpoint, ensure_replay
-from toolkit.recipe import Recipe
+from toolkit.recipe.schema import Recipe
 
 REPLAY_FILE = Path("data") / "replay.jsonl"
 # Checkpoints are compared, not reported: short greedy answers rank them at a fraction of the
@@ -24,7 +24,7 @@ SELECT_MAX_TOKENS = 24
 def base_identity(recipe: Recipe, engine: str) -> str:
     """What answers the replay prompts: the base weights' hash and how they are served (the
     engine, and on llama.cpp the quantization of the GGUF it reads)."""
-    from toolkit.builtin import resolve_model
+    from toolkit.base_models.builtin import resolve_model
     from toolkit.core.artifacts import read_manifest, sha256_file
 
     model = resolve_model(recipe.model.name)
@@ -51,7 +51,7 @@ def _served_as_base(models: list, engine: str, **options: object) -> Iterator[En
 def serve_base(recipe: Recipe) -> Iterator[Endpoint]:
     """The base model as the eval compares it, on the run's engine: a GGUF of the first export
     quant on llama.cpp, the model folder on vLLM."""
-    from toolkit.builtin import resolve_model
+    from toolkit.base_models.builtin import resolve_model
     from toolkit.comparison import run_engine
     from toolkit.export import base_gguf
 
@@ -102,7 +102,7 @@ def serve_checkpoints(
     takes the PEFT checkpoints as they are; llama.cpp reads LoRA only as GGUF (each checkpoint
     is converted once)."""
     from serve.app import ModelSource
-    from toolkit.builtin import trained_base
+    from toolkit.base_models.builtin import trained_base
     from toolkit.comparison import run_engine
     from toolkit.export import base_gguf
     from toolkit.export.lora_gguf import convert_lora

@@ -21,7 +21,7 @@ from typing import Any
 from toolkit.comparison import RunServer, ServePlan, export_formats, prepare_base, serve_api_key
 from toolkit.core.artifacts import read_manifest
 from toolkit.core.artifacts import run_dir as run_folder
-from toolkit.recipe import Recipe
+from toolkit.recipe.schema import Recipe
 from toolkit.run_progress import RunProgress, StageStatus
 from toolkit.stages import (
     Stage,
@@ -131,8 +131,8 @@ def exports_present(folder: Path, formats: list[str], quants: list[str]) -> bool
 def build_stages(
     recipe: Recipe, folder: Path, server: RunServer, *, backend: str | None, fresh: bool
 ) -> list[Stage]:
-    from toolkit.builtin import resolve_model
-    from toolkit.hub import snapshot_commit
+    from toolkit.base_models.builtin import resolve_model
+    from toolkit.base_models.hub import snapshot_commit
     from toolkit.train.backend import backend_name
 
     chosen = backend_name(backend or recipe.train.backend, recipe.train.nproc)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.artifacts import read_manifest, sha256_file, sha256_text, update_manifest
-from toolkit.recipe import Recipe
+from toolkit.recipe.schema import Recipe
 from toolkit.run_progress import StageStatus
 
 

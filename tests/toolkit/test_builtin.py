@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from toolkit.builtin import builtin_gguf, materialize
+from toolkit.base_models.builtin import builtin_gguf, materialize
 from toolkit.core.artifacts import verify_manifest
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-import toolkit.builtin
+import toolkit.base_models.builtin
 from toolkit.core.errors import TuneserveError
-from toolkit.recipe_loader import load_recipe
+from toolkit.recipe.loader import load_recipe
 from toolkit.train import train
 
 FACTS = Path(__file__).parents[2] / "toolkit" / "demo" / "facts.jsonl"
@@ -60,7 +60,7 @@ def test_a_split_that_holds_out_nothing_stops_before_the_model_loads(tmp_path, m
     def must_not_load(name: str) -> Path:
         raise AssertionError("the model was loaded before the recipe's needs were checked")
 
-    monkeypatch.setattr(toolkit.builtin, "resolve_model", must_not_load)
+    monkeypatch.setattr(toolkit.base_models.builtin, "resolve_model", must_not_load)
     with pytest.raises(TuneserveError, match="holds out none") as caught:
         train(recipe, backend="hf", progress=False, echo=lambda _: None)
     assert "eval.suites" in caught.value.hint

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.core.errors import TuneserveError
-from toolkit.recipe_loader import load_recipe
+from toolkit.recipe.loader import load_recipe
 
 BNB_4BIT = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
 

@@ -20,8 +20,8 @@ from toolkit.data.replay import (
     replay_count,
     same_prompt,
 )
-from toolkit.recipe import ReplaySection
-from toolkit.recipe_loader import load_recipe
+from toolkit.recipe.loader import load_recipe
+from toolkit.recipe.schema import ReplaySection
 
 
 def guard_prompts() -> list[str]:

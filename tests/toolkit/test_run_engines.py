@@ -17,7 +17,7 @@ from tests.command_standin import put_on_path
 from tests.conftest import DEMO_RECIPE, REPO
 from tests.serve.test_vllm_launch import FAKE_VLLM, _launches
 from toolkit.comparison import export_formats, run_engine
-from toolkit.recipe_loader import load_recipe
+from toolkit.recipe.loader import load_recipe
 
 # A run as small as they get; `export.formats` unset, so the engine's defaults apply.
 TINY = [
@@ -138,7 +138,7 @@ def test_training_never_loads_in_the_calling_process(tmp_path, base_model):
     caller never imports the training stack and gets the GPU back when it ends."""
     script = f"""
 import sys
-from toolkit.recipe_loader import load_recipe
+from toolkit.recipe.loader import load_recipe
 from toolkit.train import train
 result = train(load_recipe({str(DEMO_RECIPE)!r}, {TINY!r}), backend="hf", progress=False,
                echo=lambda _: None)

@@ -11,7 +11,7 @@ import pytest
 
 from toolkit.comparison import ServePlan
 from toolkit.pipeline import RunResult, export_status, success_message, train_status
-from toolkit.recipe import Recipe
+from toolkit.recipe.schema import Recipe
 from toolkit.run_progress import RunProgress, StageStatus, clock, eta_seconds
 
 

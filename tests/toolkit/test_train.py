@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.core.artifacts import verify_manifest
-from toolkit.recipe_loader import load_recipe
+from toolkit.recipe.loader import load_recipe
 from toolkit.train import train
 from toolkit.train.backend import choose_backend
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from toolkit.core.artifacts import atomic_write_text, base_models_dir, sha256_text
 from toolkit.core.errors import TuneserveError
-from toolkit.recipe import ReplaySection
+from toolkit.recipe.schema import ReplaySection
 
 BUILTIN_POOL = Path(__file__).with_name("replay_prompts.jsonl")
 Messages = list[dict[str, str]]

@@ -18,7 +18,7 @@ from toolkit.core.artifacts import (
 )
 from toolkit.core.errors import TuneserveError
 from toolkit.core.quants import GGUF_QUANTS
-from toolkit.recipe import EXPORT_FORMATS, Recipe
+from toolkit.recipe.schema import EXPORT_FORMATS, Recipe
 
 BYTES_PER_PARAM_NEEDED = 6  # merged16 (2) + f16 GGUF (2) + a quant (<= 2)
 
@@ -52,7 +52,7 @@ def base_gguf(base: Path, quant: str) -> Path:
 
 def load_run(run: str | Path) -> tuple[Path, Recipe]:
     from toolkit.core.artifacts import run_dir
-    from toolkit.recipe_loader import load_recipe
+    from toolkit.recipe.loader import load_recipe
 
     folder = Path(run) if Path(run).is_dir() else run_dir(str(run))
     if not (folder / "recipe.yaml").is_file():
@@ -80,7 +80,7 @@ def check_disk(folder: Path, base: Path) -> None:
 
 
 def export_run(run: str | Path, formats: list[str], quants: list[str]) -> dict[str, Any]:
-    from toolkit.builtin import trained_base
+    from toolkit.base_models.builtin import trained_base
     from toolkit.core.quiet import quiet_libraries
 
     quiet_libraries()

@@ -31,7 +31,7 @@ def load_base(base: Path) -> Any:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from toolkit.prequantized import is_prequantized_4bit
+    from toolkit.base_models.prequantized import is_prequantized_4bit
 
     if is_prequantized_4bit(base):
         return dequantized(base)

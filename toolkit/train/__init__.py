@@ -15,7 +15,7 @@ from typing import Any
 
 from toolkit.core.artifacts import atomic_write_text, remove_stale_temps, run_dir
 from toolkit.core.errors import TuneserveError
-from toolkit.recipe import Recipe
+from toolkit.recipe.schema import Recipe
 
 
 class TrainingInterrupted(TuneserveError):
@@ -58,11 +58,11 @@ def train(
     valid and before the data is read (replay rows are generated there); `after_training()`
     may replace the adapter and returns what it chose (the guarded checkpoint choice), before
     the training is recorded as done."""
-    from toolkit.builtin import resolve_model
+    from toolkit.base_models.builtin import resolve_model
+    from toolkit.base_models.hub import snapshot_commit
     from toolkit.data import prepare_data
-    from toolkit.hub import snapshot_commit
     from toolkit.preflight import check_data_needs, check_recipe_needs
-    from toolkit.recipe_loader import save_recipe
+    from toolkit.recipe.loader import save_recipe
     from toolkit.stages import mark_done, train_inputs
     from toolkit.train.backend import choose_backend, cuda_device_count
     from toolkit.train.parallel import plan_parallel
@@ -174,10 +174,10 @@ def _write_manifest(
 ) -> None:
     import importlib.metadata
 
-    from toolkit.builtin import describe_model
+    from toolkit.base_models.builtin import describe_model
+    from toolkit.base_models.hub import snapshot_file_sha256
     from toolkit.core.artifacts import read_manifest, sha256_file, sha256_text, update_manifest
-    from toolkit.hub import snapshot_file_sha256
-    from toolkit.recipe_loader import dump_recipe
+    from toolkit.recipe.loader import dump_recipe
 
     base = read_manifest(model_path)
     weights = sorted(model_path.glob("*.safetensors"))

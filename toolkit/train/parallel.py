@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from toolkit.core.errors import TuneserveError
-from toolkit.recipe import TrainSection
+from toolkit.recipe.schema import TrainSection
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 from toolkit.core.artifacts import atomic_dir
 from toolkit.core.errors import TuneserveError
-from toolkit.recipe import Recipe
+from toolkit.recipe.schema import Recipe
 from toolkit.train.parallel import ParallelPlan
 
 

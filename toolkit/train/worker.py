@@ -33,7 +33,7 @@ def run_rank(job: dict[str, Any], rank: int) -> Any:
         import unsloth  # noqa: F401
 
     from toolkit.core.quiet import quiet_libraries
-    from toolkit.recipe_loader import load_recipe
+    from toolkit.recipe.loader import load_recipe
     from toolkit.train.parallel import ParallelPlan
     from toolkit.train.session import run_session
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from toolkit.core.artifacts import atomic_write_text
 from toolkit.core.errors import TuneserveError
-from toolkit.recipe import Recipe
+from toolkit.recipe.schema import Recipe
 
 Location = tuple[str | int, ...]
 

@@ -1,7 +1,7 @@
 """The recipe: typed sections whose names and defaults follow Unsloth and TRL (SPEC §4).
 
 Defaults live here and nowhere else. Loading YAML, `--set` overrides and error messages
-with file and line are in `toolkit/recipe_loader.py`.
+with file and line are in `toolkit/recipe/loader.py`.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pydantic import (
     model_validator,
 )
 
+from toolkit.base_models.builtin import BUILTIN_MODELS, BUILTIN_PREFIX
+from toolkit.base_models.hub import parse_hub_id
 from toolkit.core.modes import MODES, Mode
 from toolkit.core.quants import GGUF_QUANTS
-from toolkit.hub import parse_hub_id
 
 PROJECTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-BUILTIN_PREFIX = "builtin:"
 DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "problem_solution", "text")
 EXPORT_FORMATS = ("lora", "merged16", "merged4", "gguf")
 # transformers' OptimizerNames that make sense for LoRA/QLoRA fine-tuning.
@@ -83,8 +83,6 @@ class ModelSection(Section):
     @classmethod
     def _name_exists(cls, value: str, info: ValidationInfo) -> str:
         if value.startswith(BUILTIN_PREFIX):
-            from toolkit.builtin import BUILTIN_MODELS
-
             key = value.removeprefix(BUILTIN_PREFIX)
             if key not in BUILTIN_MODELS:
                 known = ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_MODELS)
