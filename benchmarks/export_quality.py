@@ -22,8 +22,8 @@ def main() -> None:
     os.environ.setdefault("TUNESERVE_MODELS_DIR", tempfile.mkdtemp(prefix="export-quality-"))
     from toolkit.core.artifacts import run_dir
     from toolkit.export import export_run
+    from toolkit.pipeline.training import train
     from toolkit.recipe.loader import load_recipe
-    from toolkit.train import train
 
     if not (run_dir(args.run) / "adapter").is_dir():
         recipe = load_recipe(

@@ -53,9 +53,9 @@ def demo_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained_demo(demo_models_dir: Path, base_model: Path):
     """The bundled demo recipe trained once for the session (30 steps on CPU, ~2-3 min)."""
     from toolkit.core.artifacts import run_dir
-    from toolkit.forgetting import prepare_replay
+    from toolkit.pipeline.forgetting import prepare_replay
+    from toolkit.pipeline.training import train
     from toolkit.recipe.loader import load_recipe
-    from toolkit.train import train
 
     previous = os.environ.get("TUNESERVE_MODELS_DIR")
     os.environ["TUNESERVE_MODELS_DIR"] = str(demo_models_dir)

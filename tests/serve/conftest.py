@@ -49,7 +49,7 @@ def _converter() -> tuple[list[str], dict[str, str]]:
 @pytest.fixture(scope="session")
 def qwen3_gguf(base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny Qwen3-shaped model (Qwen3 template, <think> tokens) as an f16 GGUF."""
-    from toolkit.shapes import build_qwen3
+    from tests.qwen3_shapes import build_qwen3
 
     folder = tmp_path_factory.mktemp("qwen3")
     build_qwen3(folder / "hf", "tiny", base_model)

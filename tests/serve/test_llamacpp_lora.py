@@ -80,7 +80,7 @@ def test_an_adapter_on_the_base_engine_answers_like_its_merged_export(exported_d
 @pytest.mark.slow
 def test_select_keeps_a_checkpoint_that_keeps_the_guard(trained_demo, tmp_path, monkeypatch):
     from toolkit.core.artifacts import read_manifest
-    from toolkit.forgetting import select_checkpoint
+    from toolkit.pipeline.forgetting import select_checkpoint
     from toolkit.recipe.loader import load_recipe
 
     assert native_llama_server(), "make install builds the native llama-server"

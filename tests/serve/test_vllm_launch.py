@@ -18,7 +18,7 @@ from tests.command_standin import put_on_path
 from tests.serve.test_engines import SNAPSHOT
 from toolkit.core.errors import TuneserveError
 from toolkit.core.tool_prompt import tool_prompt
-from toolkit.templates import CHATML, QWEN3
+from toolkit.train.templates import CHATML, QWEN3
 
 FAKE_VLLM = """#!{python}
 import json, os, sys

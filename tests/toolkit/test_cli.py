@@ -103,12 +103,12 @@ def test_doctor_says_which_llama_cpp_server_serve_would_run(tmp_path):
 
 def test_an_internal_error_has_its_own_exit_code(monkeypatch):
     """A bug in the tool must not look like a failed regression gate (exit 1) in CI."""
-    import toolkit.doctor
+    import toolkit.cli.doctor
 
     def broken() -> dict:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(toolkit.doctor, "diagnose", broken)
+    monkeypatch.setattr(toolkit.cli.doctor, "diagnose", broken)
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 70, result.output
     assert "error: internal error: RuntimeError: boom" in result.output

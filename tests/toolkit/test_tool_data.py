@@ -11,7 +11,7 @@ import pytest
 
 from toolkit.core.tool_prompt import tool_prompt
 from toolkit.data.formats import RowError, to_example
-from toolkit.templates import CHATML, QWEN3, tokenize_masked
+from toolkit.train.templates import CHATML, QWEN3, tokenize_masked
 
 TOOL = {
     "type": "function",

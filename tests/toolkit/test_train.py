@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from toolkit.core.artifacts import verify_manifest
+from toolkit.pipeline.training import train
 from toolkit.recipe.loader import load_recipe
-from toolkit.train import train
-from toolkit.train.backend import choose_backend
+from toolkit.train.backend_choice import choose_backend
 
 
 def losses(run: Path) -> dict[int, float]:

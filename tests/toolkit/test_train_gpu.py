@@ -44,7 +44,7 @@ train:
 
 @pytest.fixture(scope="module")
 def tiny_qwen3(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> Path:
-    from toolkit.shapes import build_qwen3
+    from tests.qwen3_shapes import build_qwen3
 
     return build_qwen3(tmp_path_factory.mktemp("qwen3") / "tiny-qwen3", "tiny", base_model)
 

@@ -95,7 +95,7 @@ SMALL = [
 
 
 def _train(name: str, models: Path, nproc: int, extra: list[str] | None = None):
-    from toolkit.train import train
+    from toolkit.pipeline.training import train
 
     os.environ["TUNESERVE_MODELS_DIR"] = str(models)
     recipe = load_recipe(

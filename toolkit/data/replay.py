@@ -160,7 +160,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def add_replay(train: list[dict[str, Any]], replay: ReplaySection, path: Path, seed: int) -> int:
-    """Mix the run's replay rows (`path`, made by toolkit.forgetting.prepare_replay) into
+    """Mix the run's replay rows (`path`, made by toolkit.pipeline.forgetting.prepare_replay) into
     `train` in place; returns how many were added."""
     if not path.is_file():
         raise TuneserveError(

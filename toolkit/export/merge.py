@@ -10,8 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from toolkit.base_models.prequantized import is_prequantized_4bit
 from toolkit.core.artifacts import atomic_dir
 from toolkit.core.errors import TuneserveError
+from toolkit.core.modes import SAMPLING, default_mode
 
 DTYPES = {"bfloat16", "float16", "float32"}
 
@@ -30,8 +32,6 @@ def load_base(base: Path) -> Any:
     """The base model in fp32 on the CPU: the weights a merge adds the adapter to."""
     import torch
     from transformers import AutoModelForCausalLM
-
-    from toolkit.base_models.prequantized import is_prequantized_4bit
 
     if is_prequantized_4bit(base):
         return dequantized(base)
@@ -97,8 +97,6 @@ def load_merged(base: Path, adapter: Path, dtype: Any = None) -> Any:
 
 def sampling_generation_config(model: Any, chat_template: str | None) -> Any:
     from transformers import GenerationConfig
-
-    from toolkit.core.modes import SAMPLING, default_mode
 
     sampling = SAMPLING[default_mode(chat_template)]
     config = model.generation_config or GenerationConfig()

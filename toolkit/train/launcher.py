@@ -36,6 +36,11 @@ class RankFailed(TuneserveError):
         self.exit_code = exit_code
 
 
+def last_checkpoint(folder: Path) -> Path | None:
+    found = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
 def worker_command(plan: ParallelPlan, job_dir: Path) -> list[str]:
     """One process: the worker itself. Several: torchrun, which starts a worker per rank."""
     if not plan.distributed:
@@ -144,8 +149,6 @@ def _outcome(
     if outcome.is_file():
         return json.loads(outcome.read_text())
     if interrupted:
-        from toolkit.train import last_checkpoint
-
         checkpoint = last_checkpoint(folder / "checkpoints")
         steps = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
         return {"steps": steps, "final_loss": float("nan"), "interrupted": True}

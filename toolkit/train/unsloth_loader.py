@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from toolkit.base_models.prequantized import is_prequantized_4bit
 from toolkit.recipe.schema import Recipe
 
 
 def load_unsloth(recipe: Recipe, model_path: Path) -> tuple[Any, Any]:
     from unsloth import FastLanguageModel  # noqa: I001  (must precede transformers/trl use)
-
-    from toolkit.base_models.prequantized import is_prequantized_4bit
 
     model_cfg, lora = recipe.model, recipe.lora
     dtype = None if model_cfg.dtype == "auto" else _torch_dtype(model_cfg.dtype)

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.core.artifacts import read_manifest, sha256_file, sha256_text, update_manifest
+from toolkit.pipeline.progress import StageStatus
 from toolkit.recipe.schema import Recipe
-from toolkit.run_progress import StageStatus
 
 
 def inputs_hash(*parts: Any) -> str:
