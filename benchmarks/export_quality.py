@@ -21,7 +21,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("TUNESERVE_MODELS_DIR", tempfile.mkdtemp(prefix="export-quality-"))
     from toolkit.core.artifacts import run_dir
-    from toolkit.export import export_run
+    from toolkit.export.run_export import export_run
     from toolkit.pipeline.training import train
     from toolkit.recipe.loader import load_recipe
 

@@ -78,7 +78,7 @@ def trained_demo(demo_models_dir: Path, base_model: Path):
 @pytest.fixture(scope="session")
 def exported_demo(trained_demo, demo_models_dir: Path):
     """The trained demo exported as lora, merged16 and GGUF q8_0 + q4_k_m (f16 on the way)."""
-    from toolkit.export import export_run
+    from toolkit.export.run_export import export_run
 
     previous = os.environ.get("TUNESERVE_MODELS_DIR")
     os.environ["TUNESERVE_MODELS_DIR"] = str(demo_models_dir)

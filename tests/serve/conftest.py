@@ -210,7 +210,7 @@ def matrix_llama(tool_model: Path, base_gguf: Path, tmp_path_factory: pytest.Tem
     """The taught tool model behind a gateway on llama.cpp, as `tools` (chat mode: it was
     taught without thinking), with `embed` for embeddings and one CORS origin."""
     from tests.serve.matrix import ORIGIN, Target
-    from toolkit.export import run_gguf
+    from toolkit.export.run_export import run_gguf
 
     # embeddings need the native llama-server (CI's engine); the fallback refuses them
     embed = [f"embed={base_gguf}"] if NATIVE else []

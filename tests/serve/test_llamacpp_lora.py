@@ -45,8 +45,8 @@ def ask(client: openai.OpenAI, model: str, question: str) -> str:
 @pytest.mark.slow
 def test_an_adapter_on_the_base_engine_answers_like_its_merged_export(exported_demo, tmp_path):
     from toolkit.base_models.builtin import resolve_model
-    from toolkit.export import base_gguf, run_gguf
     from toolkit.export.lora_gguf import convert_lora
+    from toolkit.export.run_export import base_gguf, run_gguf
     from toolkit.recipe.loader import load_recipe
 
     assert native_llama_server(), "make install builds the native llama-server"

@@ -61,7 +61,7 @@ def page_server(
 ) -> Iterator[PageServer]:
     """One `tuneserve serve base=... tuned=... --api-key K --report RUN/eval` for the module,
     and a real eval of the demo's heldout and guard suites through it into that folder."""
-    from toolkit.export import run_gguf
+    from toolkit.export.run_export import run_gguf
 
     run, _ = exported_demo
     report_dir = run / "eval"

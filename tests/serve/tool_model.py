@@ -184,7 +184,7 @@ def write_project(folder: Path, base: Path, steps: int = 56) -> Path:
 
 def train_tool_model(folder: Path, base_model: Path, formats: tuple[str, ...] = ("gguf",)):
     """Train and export the tool model under `folder`; returns (run folder, export report)."""
-    from toolkit.export import export_run
+    from toolkit.export.run_export import export_run
     from toolkit.pipeline.training import train
     from toolkit.recipe.loader import load_recipe
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from toolkit.export import export_run, run_gguf
 from toolkit.export.modelfile import render_modelfile
+from toolkit.export.run_export import export_run, run_gguf
 
 pytestmark = pytest.mark.slow
 

@@ -69,7 +69,7 @@ def test_a_split_that_holds_out_nothing_stops_before_the_model_loads(tmp_path, m
 @pytest.mark.slow
 def test_no_heldout_split_exports_and_checks_the_gguf_on_training_text(tmp_path, base_model):
     """A user who brings their own eval suites: train with eval_split 0, then export GGUF."""
-    from toolkit.export import export_run
+    from toolkit.export.run_export import export_run
 
     suite = tmp_path / "own_suite.jsonl"
     suite.write_text(json.dumps({"id": "a", "messages": [{"role": "user", "content": "Hi"}],

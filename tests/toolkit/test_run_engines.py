@@ -111,7 +111,7 @@ def test_run_on_vllm_serves_the_adapter_on_the_base_engine_and_makes_no_gguf(
 
 @pytest.mark.slow
 def test_train_then_export_then_run_redoes_neither(fake_vllm, tmp_path, monkeypatch, base_model):
-    from toolkit.export import export_run
+    from toolkit.export.run_export import export_run
     from toolkit.pipeline.run import run_pipeline
     from toolkit.pipeline.training import train
 

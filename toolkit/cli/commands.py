@@ -148,7 +148,7 @@ def export_command(
     Example:
       tuneserve export my-first-run --format merged16,gguf --quant q4_k_m,q8_0
     """
-    from toolkit.export import export_run, load_run
+    from toolkit.export.run_export import export_run, load_run
     from toolkit.pipeline.comparison import export_formats, run_engine
 
     _, recipe = load_run(run)
@@ -181,7 +181,7 @@ def merge_command(adapter: Path, save_as: Path, fmt: str, quant: str) -> None:
     Example:
       tuneserve merge --model models/runs/demo/adapter --save_as ./demo-merged --format vllm
     """
-    from toolkit.export import merge_command_impl
+    from toolkit.export.run_export import merge_command_impl
 
     for path in merge_command_impl(adapter, save_as, fmt, quant):
         click.echo(f"wrote {path}")

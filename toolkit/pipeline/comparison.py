@@ -17,7 +17,7 @@ from typing import Any
 from serve.app import serve_models
 from serve.engines import VllmEngine
 from toolkit.base_models.builtin import trained_base
-from toolkit.export import base_gguf, base_gguf_path, run_gguf
+from toolkit.export.run_export import base_gguf, base_gguf_path, run_gguf
 from toolkit.recipe.schema import Recipe
 
 # vLLM's startup (weights, torch.compile, CUDA graphs) takes minutes; engines sharing a GPU

@@ -24,8 +24,8 @@ from toolkit.core.artifacts import (
     update_manifest,
 )
 from toolkit.data.replay import Endpoint, ensure_replay
-from toolkit.export import base_gguf
 from toolkit.export.lora_gguf import convert_lora
+from toolkit.export.run_export import base_gguf
 from toolkit.pipeline.comparison import READY_TIMEOUT, run_engine
 from toolkit.recipe.schema import Recipe
 

@@ -24,7 +24,7 @@ from toolkit.base_models.builtin import resolve_model
 from toolkit.base_models.hub import snapshot_commit
 from toolkit.core.artifacts import atomic_write_text, read_manifest
 from toolkit.core.artifacts import run_dir as run_folder
-from toolkit.export import export_run, run_gguf
+from toolkit.export.run_export import export_run, run_gguf
 from toolkit.pipeline.comparison import (
     RunServer,
     ServePlan,
