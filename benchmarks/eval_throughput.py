@@ -211,7 +211,7 @@ def measure_builtin(args: argparse.Namespace) -> list:
             engine.terminate()
             engine.wait()
     if not args.skip_real:
-        from serve.app import serve_models
+        from serve.launcher import serve_models
         from toolkit.base_models.builtin import builtin_gguf
 
         label = "llama.cpp (SmolLM2) via gateway"

@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve.app import Served, serve_models
 from serve.engines.llamacpp import native_llama_server
+from serve.launcher import Served, serve_models
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "test-key"
@@ -121,10 +121,10 @@ NATIVE = native_llama_server()
 
 def llama_backends() -> list:
     """`native` and `python`, or the one TUNESERVE_TEST_LLAMA names; `native` is skipped with
-    the reason when no llama-server exists (see serve/engines/build_llama_server.py)."""
+    the reason when no llama-server exists (see tools/build_llama_server.py)."""
     chosen = os.environ.get("TUNESERVE_TEST_LLAMA", "native,python").split(",")
     missing = pytest.mark.skip(
-        reason="no native llama-server: `python -m serve.engines.build_llama_server` builds it"
+        reason="no native llama-server: `python tools/build_llama_server.py` builds it"
     )
     return [
         pytest.param(name, marks=missing if name == "native" and NATIVE is None else ())

@@ -8,8 +8,8 @@ import os
 
 import httpx
 
-from serve.app import serve_models
 from serve.identity import model_identity
+from serve.launcher import serve_models
 from tests.serve.test_vllm_launch import _adapter, _folder, fake_vllm  # noqa: F401 (fixture)
 from toolkit.core.artifacts import sha256_file, update_manifest
 

@@ -10,9 +10,9 @@ import shutil
 import openai
 import pytest
 
-from serve.app import ModelSource, serve_models
 from serve.engines.base import EngineError
 from serve.engines.llamacpp import LlamaCppEngine, native_llama_server
+from serve.launcher import ModelSource, serve_models
 from tests.conftest import DEMO_RECIPE
 
 

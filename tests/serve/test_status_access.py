@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from serve.app import ModelSource, serve_models
+from serve.launcher import ModelSource, serve_models
 
 KEY = "status-key"
 SOURCE = ModelSource(name="secret-project-model", url="http://127.0.0.1:9")

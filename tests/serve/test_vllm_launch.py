@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from serve.app import serve_models
+from serve.launcher import serve_models
 from tests.command_standin import put_on_path
 from tests.serve.test_engines import SNAPSHOT
 from toolkit.core.errors import TuneserveError

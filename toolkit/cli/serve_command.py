@@ -1,4 +1,4 @@
-"""`tuneserve serve`: parse, call serve.app.run_forever, nothing else."""
+"""`tuneserve serve`: parse, call serve.launcher.run_forever, nothing else."""
 
 from __future__ import annotations
 
@@ -151,7 +151,7 @@ def serve_command(
 ) -> None:
     """Serve MODEL... (GGUF files or merged16 folders, optionally NAME=PATH) behind an
     OpenAI-compatible gateway with per-mode sampling defaults."""
-    from serve.app import run_forever
+    from serve.launcher import run_forever
     from toolkit.core.errors import TuneserveError
 
     if name is not None:

@@ -14,14 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from serve.app import serve_models
 from serve.engines import VllmEngine
+from serve.launcher import serve_models
 from toolkit.base_models.builtin import trained_base
 from toolkit.export.run_export import base_gguf, base_gguf_path, run_gguf
 from toolkit.recipe.schema import Recipe
 
 # vLLM's startup (weights, torch.compile, CUDA graphs) takes minutes; engines sharing a GPU
-# load one after another (serve/app.py), so the bound is per engine.
+# load one after another (serve/launcher.py), so the bound is per engine.
 READY_TIMEOUT = {"vllm": 900.0, "llamacpp": 300.0}
 
 
@@ -101,7 +101,7 @@ class RunServer:
         return serve_plan(self.recipe, self.folder, self.engine)
 
     def start(self) -> Any:
-        """The running `serve.app.Served`, started on first use."""
+        """The running `serve.launcher.Served`, started on first use."""
         if self.served is None:
             serve = self.recipe.serve
             key = serve_api_key(self.recipe)

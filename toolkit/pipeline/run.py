@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from evals.api import run_eval
-from serve.app import check_bind
+from serve.launcher import check_bind
 from toolkit.base_models.builtin import resolve_model
 from toolkit.base_models.hub import snapshot_commit
 from toolkit.core.artifacts import atomic_write_text, read_manifest
@@ -58,7 +58,7 @@ class RunResult:
     outcomes: list[StageOutcome] = field(default_factory=list)
     report_dir: Path | None = None
     plan: ServePlan | None = None
-    served: Any = None  # serve.app.Served while `run --serve` serves
+    served: Any = None  # serve.launcher.Served while `run --serve` serves
 
     @property
     def seconds(self) -> dict[str, float]:
