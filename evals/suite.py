@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from evals.judge import JudgeConfig
+from evals.scorers import BUILTIN, JUDGED
 from toolkit.core.errors import TuneserveError
 from toolkit.core.modes import Mode
 
@@ -50,8 +51,6 @@ class Item(BaseModel):
     @field_validator("scorer")
     @classmethod
     def _known(cls, name: str) -> str:
-        from evals.scorers import BUILTIN, JUDGED
-
         if name not in BUILTIN and name not in JUDGED and ":" not in name:
             raise ValueError(
                 f"unknown scorer {name!r}; use one of {sorted([*BUILTIN, *JUDGED])} "
