@@ -40,6 +40,8 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	# the layers and the domains' independence ([tool.importlinter] in pyproject.toml)
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(PY) -m ruff format .

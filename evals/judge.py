@@ -2,9 +2,8 @@
 
 Where it asks (base URL, model, key) comes from the suite item's `judge` object, else the
 `--judge-*` flags, else the endpoint under evaluation. judging.py sends the requests through
-the same runner
-(and so the same client, retries and response cache) as the answers they grade; the judge
-replies with `VERDICT: PASS|FAIL` (or `SCORE: n` out of `scale`), parsed leniently.
+the same runner (and so the same client, retries and response cache) as the answers they grade;
+the judge replies with `VERDICT: PASS|FAIL` (or `SCORE: n` out of `scale`), parsed leniently.
 """
 
 from __future__ import annotations
