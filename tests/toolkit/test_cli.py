@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from serve.engines.llamacpp import native_llama_server
-from toolkit.cli import COMMANDS, main
+from toolkit.cli.main import COMMANDS, main
 
 HEAVY = ("torch", "transformers", "peft", "trl", "unsloth", "vllm", "llama_cpp", "datasets")
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from toolkit import artifacts
+from toolkit.core import artifacts
 from toolkit.core.artifacts import read_manifest, update_manifest, verify_manifest
 
 
