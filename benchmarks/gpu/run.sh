@@ -138,6 +138,22 @@ stage_tools_matrix() {  # issue 20: the tool model taught, served on vLLM, the c
   bash benchmarks/gpu/tools_matrix.sh
 }
 
+stage_seed_14b() {  # issue 22: the Qwen3-14B shape, the length mixes, seed 004's configs
+  bash benchmarks/gpu/seed_scale.sh build 14b && bash benchmarks/gpu/seed_scale.sh data 14b &&
+  bash benchmarks/gpu/seed_scale.sh train ${SEED_14B:-004-as-written 004-tuned 004-offload 004-dropout0 004-packing 004-tuned-b4}
+}
+
+stage_seed_export() {  # issue 22: merged16 of the 14B run, verify, the manifest's hashing; then its disk is freed
+  bash benchmarks/gpu/seed_scale.sh export "${SEED_EXPORT:-004-tuned}"
+}
+
+stage_seed_8b() {  # issue 22: the Qwen3-8B shape and seed 000's configs (the 14B files go first: 64 GiB disk)
+  bash benchmarks/gpu/seed_scale.sh drop 14b && rm -rf /tmp/seed/models/runs/*/merged16 &&
+  bash benchmarks/gpu/seed_scale.sh build 8b &&
+  { [ -f /tmp/seed/data/lengths.json ] || bash benchmarks/gpu/seed_scale.sh data 8b; } &&
+  bash benchmarks/gpu/seed_scale.sh train ${SEED_8B:-000-as-written 000-tuned}
+}
+
 # Stages stop at the deadline (seconds from now; a device call may run 600 s) so that what
 # they wrote is still packed and comes back.
 DEADLINE=${DEADLINE:-560}
@@ -148,6 +164,7 @@ for stage in "$@"; do
   echo "=== $stage $(date +%T)"
   started=$SECONDS
   left=$((DEADLINE - SECONDS))
+  export STAGE_END=$(( $(date +%s) + left ))  # for stages that plan their steps (seed_scale.sh)
   # A pipe, not `> >(tee ...)`: a process substitution's fd stays open in every child, so a
   # server left running (vllm_ready) would hold the device call's output open until its limit.
   timeout -k 10 "$left" bash -c "stage_$stage" 2>&1 | tee "$RESULTS/$stage.log"

@@ -67,3 +67,24 @@ def test_verify_reads_every_file_unless_told_to_trust_unchanged_ones(tmp_path, h
     assert verify_manifest(tmp_path, trust_unchanged=True) == [
         "weights.bin: size differs from the manifest"
     ]
+
+
+def test_many_changed_files_hash_in_parallel_to_the_same_digests(tmp_path):
+    import hashlib
+
+    for index in range(12):  # more files than threads on a 2-core machine
+        (tmp_path / f"model-{index:05d}.safetensors").write_bytes(
+            os.urandom(3 << 20) + b"%d" % index
+        )
+    manifest = update_manifest(tmp_path, stage="export")
+    for rel, entry in manifest["files"].items():
+        assert entry["sha256"] == hashlib.sha256((tmp_path / rel).read_bytes()).hexdigest()
+    assert list(manifest["files"]) == sorted(manifest["files"])  # order kept for stable JSON
+
+    shard = tmp_path / "model-00007.safetensors"
+    data = bytearray(shard.read_bytes())
+    data[12345] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert verify_manifest(tmp_path) == [
+        "model-00007.safetensors: sha256 differs from the manifest"
+    ]

@@ -36,6 +36,7 @@ from toolkit.train.backend_choice import choose_backend, cuda_device_count
 from toolkit.train.launcher import last_checkpoint, launch
 from toolkit.train.parallel import plan_parallel
 from toolkit.train.session import SessionOutcome, optimizer
+from toolkit.train.speed_notes import recipe_notes
 
 
 class TrainingInterrupted(TuneserveError):
@@ -83,6 +84,8 @@ def train(
     cuda = cuda_device_count() is not None
     plan = plan_parallel(recipe.train, choice.name, cuda_device_count())
     echo(f"batch: {plan.describe()}")
+    for note in recipe_notes(recipe, choice.name):
+        echo(f"note: {note}")
     optimizer(recipe, cuda, echo)  # says so when adamw_8bit falls back (the child trains quietly)
     if before_data is not None:
         before_data()

@@ -121,8 +121,10 @@ class LoraSection(Section):
     target_modules: list[str] = Field(
         default_factory=lambda: list(PROJECTION_MODULES), min_length=1
     )
-    use_gradient_checkpointing: bool | Literal["unsloth"] = Field(
-        "unsloth", description='"unsloth" on GPU; the hf backend treats it as true'
+    use_gradient_checkpointing: bool | Literal["unsloth", "auto"] = Field(
+        "auto",
+        description='auto: recompute when activations fit the GPU, else offload them ("unsloth");'
+        " the hf backend recomputes for any value but false",
     )
     random_state: Seed = 3407
     use_rslora: bool = False

@@ -14,6 +14,7 @@ from toolkit.recipe.schema import Recipe
 from toolkit.train.backend_choice import cuda_available
 from toolkit.train.hf_loader import load_hf
 from toolkit.train.parallel import ParallelPlan
+from toolkit.train.speed_notes import packing_note
 from toolkit.train.templates import NAMED_TEMPLATES, tokenize_masked, training_template
 from toolkit.train.unsloth_loader import load_unsloth
 
@@ -148,7 +149,8 @@ def sft_config(
         report_to="none",
         use_cpu=not cuda,
         dataloader_num_workers=0,
-        include_num_input_tokens_seen=True,
+        # padding is not training: tokens/s in metrics.jsonl counts real tokens only
+        include_num_input_tokens_seen="non_padding",
         disable_tqdm=True,
         save_only_model=False,
         **steps,
@@ -195,6 +197,15 @@ def trainer_class() -> Any:
     return SFTTrainerWithoutTriton
 
 
+def say_packing_note(recipe: Recipe, dataset: Any) -> None:
+    """Rank 0 says when padding wastes much of each batch (the launcher has not tokenized)."""
+    import os
+
+    note = packing_note(recipe, [len(ids) for ids in dataset["input_ids"]])
+    if note and os.environ.get("RANK", "0") == "0":
+        print(f"note: {note}", flush=True)
+
+
 def run_session(
     recipe: Recipe,
     backend: str,
@@ -220,6 +231,7 @@ def run_session(
     model, tokenizer = load_model(recipe, backend, model_path)
     serving_template = tokenizer.chat_template
     dataset = tokenize(recipe, tokenizer, rows)
+    say_packing_note(recipe, dataset)
     cuda = cuda_available()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

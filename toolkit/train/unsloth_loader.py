@@ -6,11 +6,13 @@ before them, and importing it on a machine without a GPU fails.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from toolkit.base_models.prequantized import is_prequantized_4bit
 from toolkit.recipe.schema import Recipe
+from toolkit.train.checkpointing import activation_bytes, choose_checkpointing, free_gpu_bytes
 
 
 def load_unsloth(recipe: Recipe, model_path: Path) -> tuple[Any, Any]:
@@ -30,6 +32,7 @@ def load_unsloth(recipe: Recipe, model_path: Path) -> tuple[Any, Any]:
     )
     if model_cfg.full_finetuning:
         return model, tokenizer
+    checkpointing = resolve_checkpointing(recipe, model.config)
     model = FastLanguageModel.get_peft_model(
         model,
         r=lora.r,
@@ -37,13 +40,30 @@ def load_unsloth(recipe: Recipe, model_path: Path) -> tuple[Any, Any]:
         lora_alpha=lora.lora_alpha,
         lora_dropout=lora.lora_dropout,
         bias=lora.bias,
-        use_gradient_checkpointing=lora.use_gradient_checkpointing,
+        use_gradient_checkpointing=checkpointing,
         random_state=lora.random_state,
         use_rslora=lora.use_rslora,
         loftq_config=lora.loftq_config,
         max_seq_length=model_cfg.max_seq_length,
     )
     return model, tokenizer
+
+
+def resolve_checkpointing(recipe: Recipe, config: Any) -> bool | str:
+    """`auto` becomes recompute or offload from the memory the loaded model left free; the
+    choice is printed, since it decides both speed and peak memory."""
+    setting = recipe.lora.use_gradient_checkpointing
+    if setting != "auto":
+        return setting
+    micro_batch = recipe.train.per_device_train_batch_size
+    activations = activation_bytes(config, micro_batch, recipe.model.max_seq_length)
+    choice = choose_checkpointing(setting, activations, free_gpu_bytes())
+    if os.environ.get("RANK", "0") == "0":  # every torchrun rank decides the same
+        import torch
+
+        loaded = torch.cuda.memory_allocated() / 2**30
+        print(f"checkpointing: {choice.reason}; the model takes {loaded:.1f} GiB", flush=True)
+    return choice.value
 
 
 def _torch_dtype(name: str) -> Any:
