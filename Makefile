@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml Makefile
 	# llama.cpp's native llama-server (parallel slots, per-request chat_template_kwargs), built
 	# once from the llama-cpp-python sdist and cached in ~/.cache/tuneserve (15 min on 2 idle cores,
 	# 70 on busy ones, the first time; instant after). Not fatal: serving falls back to llama-cpp-python's server.
-	$(PY) -m serve.engines.build_llama_server --nice 10 || echo "warning: no native llama-server; serving falls back to llama-cpp-python's server"
+	$(PY) tools/build_llama_server.py --nice 10 || echo "warning: no native llama-server; serving falls back to llama-cpp-python's server"
 	touch $(STAMP)
 
 demo: install
@@ -41,6 +41,8 @@ demo: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	# the layers and the domains' independence ([tool.importlinter] in pyproject.toml)
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(PY) -m ruff format .

@@ -20,7 +20,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    from toolkit.builtin import materialize
+    from toolkit.base_models.builtin import materialize
 
     materialize("smollm2-135m")
     models = Path(tempfile.mkdtemp(prefix="demo-time-"))

@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=8)
     args = parser.parse_args()
 
-    from toolkit.builtin import builtin_gguf
+    from toolkit.base_models.builtin import builtin_gguf
 
     # measured directly, no gateway in front: no engine key (loopback, for the run only)
     engine = LlamaCppEngine(

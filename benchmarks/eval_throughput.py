@@ -211,8 +211,8 @@ def measure_builtin(args: argparse.Namespace) -> list:
             engine.terminate()
             engine.wait()
     if not args.skip_real:
-        from serve.app import serve_models
-        from toolkit.builtin import builtin_gguf
+        from serve.launcher import serve_models
+        from toolkit.base_models.builtin import builtin_gguf
 
         label = "llama.cpp (SmolLM2) via gateway"
         with serve_models([f"smol={builtin_gguf('smollm2-135m')}"], engine="llamacpp") as served:

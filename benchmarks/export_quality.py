@@ -20,10 +20,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     os.environ.setdefault("TUNESERVE_MODELS_DIR", tempfile.mkdtemp(prefix="export-quality-"))
-    from toolkit.artifacts import run_dir
-    from toolkit.export import export_run
-    from toolkit.recipe_loader import load_recipe
-    from toolkit.train import train
+    from toolkit.core.artifacts import run_dir
+    from toolkit.export.run_export import export_run
+    from toolkit.pipeline.training import train
+    from toolkit.recipe.loader import load_recipe
 
     if not (run_dir(args.run) / "adapter").is_dir():
         recipe = load_recipe(

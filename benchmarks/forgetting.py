@@ -49,7 +49,7 @@ def read_run(run: Path, name: str, seed: int, total: float) -> dict:
 
 
 def run_config(name: str, overrides: list[str], seed: int) -> dict:
-    from toolkit.artifacts import base_models_dir
+    from toolkit.core.artifacts import base_models_dir
 
     models = Path(tempfile.mkdtemp(prefix="forgetting-"))
     env = {**os.environ, "TUNESERVE_MODELS_DIR": str(models)}
@@ -120,7 +120,7 @@ def main() -> None:
         if args.out:
             args.out.write_text(text)
         return
-    from toolkit.builtin import materialize
+    from toolkit.base_models.builtin import materialize
 
     materialize("smollm2-135m")
     rows = []

@@ -36,8 +36,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from serve.app import ModelSource, serve_models  # noqa: E402
-from serve.modes import SAMPLING  # noqa: E402
+from serve.launcher import ModelSource, serve_models  # noqa: E402
+from toolkit.core.modes import SAMPLING  # noqa: E402
 
 PROMPT = "<|im_start|>user\nWrite a short story about a cat.<|im_end|>\n<|im_start|>assistant\n"
 
@@ -454,7 +454,7 @@ def main() -> None:
 
     from serve.engines import LlamaCppEngine
     from serve.supervisor import Supervisor
-    from toolkit.builtin import builtin_gguf
+    from toolkit.base_models.builtin import builtin_gguf
 
     body = {
         "model": "smol",

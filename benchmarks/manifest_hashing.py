@@ -21,7 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
-from toolkit.artifacts import file_entries, update_manifest, verify_manifest
+from toolkit.core.artifacts import file_entries, update_manifest, verify_manifest
 
 SHARD_GIB = 5  # safetensors shards of a 14B model are ~5 GB each
 

@@ -164,7 +164,7 @@ def make_data(kinds: list[str], rows: int, out: Path, tokenizer: Path | None, se
 def token_lengths(data: list[dict], tokenizer_dir: Path) -> list[int]:
     from transformers import AutoTokenizer
 
-    from toolkit.templates import QWEN3
+    from toolkit.train.templates import QWEN3
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     tokenizer.add_tokens(["<think>", "</think>"])

@@ -1,6 +1,6 @@
 """Data-parallel training throughput: `tuneserve train --nproc 2` vs `--nproc 1`, same global batch.
 
-A random Qwen3-shaped model (toolkit.shapes, default 1.7B dimensions, bf16) is trained with the
+A random Qwen3-shaped model (tests.qwen3_shapes, default 1.7B dimensions, bf16) is trained with the
 hf backend, LoRA r=32/alpha 32 on the 7 projections, rows of exactly --seq tokens, batch 2 x
 accumulation 4 (8 rows a step; with 2 processes 2 x 2 x 2). Each run is the real CLI
 (`python -m toolkit.cli train`, torchrun for --nproc 2); tokens/s are read from each run's
@@ -61,7 +61,7 @@ def build_model(args: argparse.Namespace, folder: Path) -> Path:
     if (path / "config.json").is_file():
         return path
     code = (
-        "import sys, torch; from pathlib import Path; from toolkit.shapes import build_qwen3\n"
+        "import sys, torch; from pathlib import Path; from tests.qwen3_shapes import build_qwen3\n"
         "device = 'cuda' if torch.cuda.is_available() else 'cpu'\n"
         "with torch.device(device):\n"
         f"    build_qwen3(Path({str(path)!r}), {shape!r}, Path({str(args.tokenizer)!r}), "
@@ -225,7 +225,7 @@ def main() -> None:
     out = (args.out or Path(tempfile.mkdtemp(prefix="train-ddp-"))).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if args.tokenizer is None:
-        from toolkit.builtin import materialize
+        from toolkit.base_models.builtin import materialize
 
         args.tokenizer = materialize("smollm2-135m")
     model = args.model or build_model(args, out / "models")

@@ -1,6 +1,6 @@
 """Training throughput of the unsloth backend vs the hf backend (transformers + PEFT), side by side.
 
-Same GPU, same random-initialised Qwen3-shaped model (built locally by toolkit.shapes), same
+Same GPU, same random-initialised Qwen3-shaped model (built locally by tests.qwen3_shapes), same
 token stream, same loop: LoRA r=32/alpha 32 on the 7 projections, bf16 or 4-bit, seq 2048,
 batch 2 x accumulation 4, AdamW 8-bit, a few warm-up steps, then timed steps. Each backend runs
 in its own process (unsloth patches transformers on import). Prints tokens/s, peak GPU memory,
@@ -88,7 +88,7 @@ def build_models(args: argparse.Namespace, keys: set[str], folder: Path) -> dict
     """Random-initialised Qwen3-shaped folders, built on the GPU when there is one."""
     import torch
 
-    from toolkit.shapes import build_qwen3
+    from tests.qwen3_shapes import build_qwen3
 
     shape = "tiny" if args.smoke else ("8b" if args.big else args.shape)
     path = folder / f"qwen3-{shape}"

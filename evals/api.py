@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from evals.compare import model_stats, paired_stats
+from evals.endpoint import fetch_served
 from evals.gate import DEFAULT_MARGIN
-from evals.judge import JudgeConfig
+from evals.judge import JudgeConfig, check_judges
+from evals.judging import judge_answers
 from evals.report import as_json, item_records, write_report
 from evals.runner import Answer, ResponseCache, run_items
 from evals.scorers import resolve_scorer, similarity
 from evals.suite import Suite, resolve_suite
+from toolkit.core.artifacts import run_dir
 
 
 @dataclass
@@ -85,10 +88,6 @@ def run_eval(
     comparison is judged for non-inferiority at `guard_margin`; with `noise_floor` the first
     model answers everything twice and the report states how much it differed from itself.
     """
-    from evals.endpoint import fetch_served
-    from evals.judge import check_judges, judge_answers
-    from toolkit.artifacts import run_dir
-
     run_folder = run_dir(run) if run else None
     loaded = [resolve_suite(spec, run_folder) for spec in suites]
     check_judges(loaded, judge or JudgeConfig(), base_url, api_key, allowed_judges)

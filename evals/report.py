@@ -8,7 +8,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from toolkit.core.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text
+from toolkit.core.errors import TuneserveError
 
 
 def as_json(
@@ -209,8 +210,6 @@ def write_report(folder: Path, report: dict[str, Any]) -> None:
 
 
 def load_report(path: Path) -> dict[str, Any]:
-    from toolkit.errors import TuneserveError
-
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:

@@ -14,7 +14,7 @@ import unicodedata
 from collections.abc import Callable
 from typing import Any
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 Scorer = Callable[[str, Any], float]
 NUMBER = re.compile(r"[-+]?\d[\d,]*(?:\.\d+)?(?:[eE][-+]?\d+)?|[-+]?\.\d+")

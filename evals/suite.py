@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import (
     BaseModel,
@@ -16,7 +16,9 @@ from pydantic import (
 )
 
 from evals.judge import JudgeConfig
-from toolkit.errors import TuneserveError
+from evals.scorers import BUILTIN, JUDGED
+from toolkit.core.errors import TuneserveError
+from toolkit.core.modes import Mode
 
 BUILTIN_DIR = Path(__file__).with_name("suites")
 
@@ -28,7 +30,7 @@ class Item(BaseModel):
     messages: list[dict[str, Any]] = Field(min_length=1)
     expected: Any
     scorer: str = "normalized"
-    mode: Literal["thinking", "chat"] | None = None
+    mode: Mode | None = None
     max_tokens: int | None = Field(None, gt=0, le=32768)
     # Scored items decode greedily unless they ask for sampling: a temperature, and `k`
     # samples whose scores are averaged (one sample at a temperature is a coin toss).
@@ -49,8 +51,6 @@ class Item(BaseModel):
     @field_validator("scorer")
     @classmethod
     def _known(cls, name: str) -> str:
-        from evals.scorers import BUILTIN, JUDGED
-
         if name not in BUILTIN and name not in JUDGED and ":" not in name:
             raise ValueError(
                 f"unknown scorer {name!r}; use one of {sorted([*BUILTIN, *JUDGED])} "

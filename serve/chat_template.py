@@ -13,7 +13,7 @@ import time
 from functools import lru_cache
 from typing import Any
 
-from serve.tool_prompt import renders_tools, text_of
+from toolkit.core.tool_prompt import renders_tools, text_of
 
 
 def _tojson(

@@ -7,15 +7,10 @@ asking any other model for embeddings is a 404 that names the flag.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
-from starlette.requests import Request
-from starlette.responses import Response
-
-from serve.protocol import error_response
-
-if TYPE_CHECKING:
-    from serve.gateway import Gateway
+from serve.model_route import ModelRoute
+from serve.protocol import GatewayError
 
 
 def _valid_input(value: object) -> bool:
@@ -37,22 +32,20 @@ def _valid_input(value: object) -> bool:
     )
 
 
-async def create_embeddings(gateway: Gateway, request: Request) -> Response:
-    body = await gateway.read_request(request)
-    if isinstance(body, Response):
-        return body
+def embeddings_route(routes: Mapping[str, ModelRoute], body: dict) -> ModelRoute:
+    """The route an embeddings request goes to, or GatewayError naming what is wrong with it."""
     model = body.get("model")
-    route = gateway.routes.get(model) if isinstance(model, str) else None
+    route = routes.get(model) if isinstance(model, str) else None
     if route is None:
-        served = ", ".join(sorted(gateway.routes))
-        return error_response(
+        served = ", ".join(sorted(routes))
+        raise GatewayError(
             404,
             f"model {model!r} is not served here (served: {served})",
             "model",
             "model_not_found",
         )
     if route.engine is None or not route.engine.embeddings:
-        return error_response(
+        raise GatewayError(
             404,
             f"model {model!r} is not served for embeddings; serve a model for them with "
             "`tuneserve serve ... --embeddings NAME=PATH`",
@@ -60,9 +53,9 @@ async def create_embeddings(gateway: Gateway, request: Request) -> Response:
             "model_not_found",
         )
     if not _valid_input(body.get("input")):
-        return error_response(
+        raise GatewayError(
             400, "'input' must be a string, an array of strings or of token ids", "input"
         )
     if body.get("encoding_format", "float") not in ("float", "base64"):
-        return error_response(400, "'encoding_format' must be float or base64", "encoding_format")
-    return await gateway.relay(request, route, "/v1/embeddings", body)
+        raise GatewayError(400, "'encoding_format' must be float or base64", "encoding_format")
+    return route

@@ -10,7 +10,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
-from serve.embeddings import create_embeddings
-from serve.engines.base import Engine
+from serve.embeddings import embeddings_route
 from serve.engines.llamacpp import chat_to_completion, completion_to_chat
 from serve.fanout import fan_out
-from serve.identity import Identity
 from serve.legacy_completions import LegacyShape
 from serve.model_list import get_model, list_models
-from serve.modes import Mode, apply_defaults, resolve_mode, split_alias
+from serve.model_route import ModelRoute
 from serve.page import page_routes
 from serve.protocol import (
     MAX_BODY_BYTES,
@@ -50,7 +48,6 @@ from serve.protocol import (
     validate_request,
 )
 from serve.reasoning import split_chat_response
-from serve.replicas import ReplicaPool
 from serve.request_body import read_json_body
 from serve.responses import create_response
 from serve.streaming import (
@@ -60,42 +57,14 @@ from serve.streaming import (
     rewritten_events,
     wait_disconnect,
 )
-from serve.supervisor import Supervisor
 from serve.tool_calls import parse_response
 from serve.tools import completion_grammar, read_tool_plan, shape_for_engine
 from serve.upstream import READ_TIMEOUT, UpstreamError, UpstreamPool, UpstreamResponse
+from toolkit.core.modes import Mode, apply_defaults, resolve_mode, split_alias
 
 logger = logging.getLogger(__name__)
 # The hot path: these skip Starlette's routing and middleware (see Gateway.__call__).
 _COMPLETION_PATHS = {"/v1/chat/completions": True, "/v1/completions": False}
-
-
-@dataclass
-class ModelRoute:
-    """One served model: where its engine listens and how to treat its requests."""
-
-    name: str
-    upstream: str
-    server_mode: Mode
-    knows_thinking: bool = False
-    engine: Engine | None = None
-    supervisor: Supervisor | None = None
-    upstream_key: str | None = None
-    extra_sampling: dict[str, float] = field(default_factory=dict)
-    pool: ReplicaPool | None = None  # --replicas N: several engines behind this name
-    # fields this name always sends, e.g. llama.cpp's per-request `lora` picking its adapter
-    extra_body: dict[str, Any] = field(default_factory=dict)
-    identity: Identity | None = None  # what files it serves, shown in /v1/models
-
-    @property
-    def up(self) -> bool:
-        if self.pool is not None:
-            return self.pool.up
-        return self.supervisor.ready if self.supervisor is not None else True
-
-    @property
-    def renders_chat(self) -> bool:
-        return bool(self.engine is not None and self.engine.renders_chat)
 
 
 @dataclass
@@ -211,16 +180,30 @@ class Gateway:
 
     # --- plain endpoints -------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
-        return await list_models(self, request)
+        if (denied := self._check_key(request)) is not None:
+            return denied
+        return list_models(self.routes)
 
     async def model(self, request: Request) -> Response:
-        return await get_model(self, request)
+        if (denied := self._check_key(request)) is not None:
+            return denied
+        return get_model(self.routes, request.path_params["model_id"])
 
     async def responses(self, request: Request) -> Response:
-        return await create_response(self, request)
+        body = await self.read_request(request)
+        if isinstance(body, Response):
+            return body
+        return await create_response(body, lambda chat: self.complete(request, chat, chat=True))
 
     async def embeddings(self, request: Request) -> Response:
-        return await create_embeddings(self, request)
+        body = await self.read_request(request)
+        if isinstance(body, Response):
+            return body
+        try:
+            route = embeddings_route(self.routes, body)
+        except GatewayError as exc:
+            return error_response(exc.status, exc.message, exc.param, exc.code)
+        return await self.relay(request, route, "/v1/embeddings", body)
 
     async def health(self, request: Request) -> Response:
         if self.key_for_status and (denied := self._check_key(request)) is not None:

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.artifacts import MANIFEST
+from toolkit.core.artifacts import MANIFEST
 
 
 @dataclass(frozen=True)

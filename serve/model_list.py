@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from serve.modes import MODES
+from serve.model_route import ModelRoute
 from serve.protocol import error_response
-
-if TYPE_CHECKING:
-    from serve.gateway import Gateway
+from toolkit.core.modes import MODES
 
 
-def model_cards(gateway: Gateway) -> list[dict[str, Any]]:
+def model_cards(routes: Mapping[str, ModelRoute]) -> list[dict[str, Any]]:
     """One card per name clients may send; an embeddings model has no mode aliases."""
     now = int(time.time())
     cards = []
-    for name, route in gateway.routes.items():
+    for name, route in routes.items():
         generates = route.engine is None or not route.engine.embeddings
         aliases = [f"{name}:{mode}" for mode in MODES] if generates else []
         # an extra field OpenAI clients ignore: eval caches key their answers by it
@@ -40,17 +38,12 @@ def model_cards(gateway: Gateway) -> list[dict[str, Any]]:
     return cards
 
 
-async def list_models(gateway: Gateway, request: Request) -> Response:
-    if (denied := gateway._check_key(request)) is not None:
-        return denied
-    return JSONResponse({"object": "list", "data": model_cards(gateway)})
+def list_models(routes: Mapping[str, ModelRoute]) -> Response:
+    return JSONResponse({"object": "list", "data": model_cards(routes)})
 
 
-async def get_model(gateway: Gateway, request: Request) -> Response:
-    if (denied := gateway._check_key(request)) is not None:
-        return denied
-    wanted = request.path_params["model_id"]
-    for card in model_cards(gateway):
+def get_model(routes: Mapping[str, ModelRoute], wanted: str) -> Response:
+    for card in model_cards(routes):
         if card["id"] == wanted:
             return JSONResponse(card)
     return error_response(404, f"model {wanted!r} is not served here", "model", "model_not_found")

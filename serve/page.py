@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from serve.protocol import error_response
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 STATIC_DIR = Path(__file__).with_name("page")
 MEDIA_TYPES = {

@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse
 
 from serve.engine_errors import openai_error, status_type
 from serve.legacy_completions import LegacyShape
-from serve.modes import SAMPLING_FIELDS
 from serve.upstream import UpstreamError, UpstreamTimeout, UpstreamTooLarge
+from toolkit.core.modes import SAMPLING_FIELDS
 
 if TYPE_CHECKING:
     from serve.engines.base import Engine

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from serve.protocol import GatewayError
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

@@ -11,19 +11,15 @@ accumulate. Nothing is stored: `previous_response_id` is refused.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from serve.protocol import GatewayError, error_response
 from serve.response_items import ResponseEvents, chat_to_response, new_id
 from serve.streaming import EventStream
-from serve.tool_prompt import text_of
-
-if TYPE_CHECKING:
-    from serve.gateway import Gateway
+from toolkit.core.tool_prompt import text_of
 
 # Fields with the same meaning in both APIs.
 _SAME = ("model", "temperature", "top_p", "parallel_tool_calls", "user", "metadata")
@@ -202,16 +198,14 @@ def _tuneserve_headers(answer: Response) -> dict[str, str]:
     }
 
 
-async def create_response(gateway: Gateway, request: Request) -> Response:
-    """The `/v1/responses` endpoint."""
-    body = await gateway.read_request(request)
-    if isinstance(body, Response):
-        return body
+async def create_response(body: dict, complete: Callable[[dict], Awaitable[Response]]) -> Response:
+    """The `/v1/responses` endpoint: `body` as a chat completion, asked through `complete`
+    (the gateway's, key already checked), and its answer in the Responses shape."""
     try:
         chat = responses_to_chat(body)
     except GatewayError as exc:
         return error_response(exc.status, exc.message, exc.param, exc.code)
-    answer = await gateway.complete(request, chat, chat=True)
+    answer = await complete(chat)
     if answer.status_code != 200:
         return answer
     headers = _tuneserve_headers(answer)

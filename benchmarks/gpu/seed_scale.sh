@@ -47,7 +47,7 @@ build() {
 import sys
 from pathlib import Path
 import torch
-from toolkit.shapes import build_qwen3
+from tests.qwen3_shapes import build_qwen3
 with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
     build_qwen3(Path(sys.argv[2]), sys.argv[1], Path(sys.argv[3]), dtype="bfloat16")
 PY
@@ -100,7 +100,7 @@ export_run() {
   [ "${SEED_HASH:-1}" = 0 ] || python3 - "$run" "$out" <<'PY'
 import json, sys, time
 from pathlib import Path
-from toolkit.artifacts import sha256_file, sha256_files
+from toolkit.core.artifacts import sha256_file, sha256_files
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
 files = sorted(p for p in (run / "merged16").rglob("*") if p.is_file())
 t0 = time.perf_counter(); one = {p: sha256_file(p) for p in files}; t1 = time.perf_counter()

@@ -2,7 +2,7 @@
 
 The 514 MB materialized SmolLM2 cannot travel to the device (64 MiB a call); the GPU tests and
 `benchmarks/train_throughput.py` read only its tokenizer (they build random Qwen3-shaped models
-around it). The manifest lets `toolkit.builtin.materialize` find the folder complete, and says
+around it). The manifest lets `toolkit.base_models.builtin.materialize` find the folder complete, and says
 that the weights were left behind.
 
 Usage: .venv/bin/python benchmarks/gpu/stage_tokenizer.py [OUT]   (default benchmarks/gpu/wheels-base)
@@ -19,8 +19,12 @@ FILES = ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "conf
 
 
 def main() -> None:
-    from toolkit.builtin import BUILTIN_MODELS, CONVERSION_VERSION, materialize
-    from toolkit.recipe import BUILTIN_PREFIX
+    from toolkit.base_models.builtin import (
+        BUILTIN_MODELS,
+        BUILTIN_PREFIX,
+        CONVERSION_VERSION,
+        materialize,
+    )
 
     out = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/gpu/wheels-base")
     source = materialize("smollm2-135m")
@@ -30,7 +34,7 @@ def main() -> None:
     for name in FILES:
         if (source / name).is_file():
             shutil.copy2(source / name, target / name)
-    from toolkit.artifacts import update_manifest
+    from toolkit.core.artifacts import update_manifest
 
     update_manifest(
         target,

@@ -68,7 +68,7 @@ def batches(kind: str, batch: int, seq: int, vocab: int, seed: int = 0) -> Any:
 
 
 def load(backend: str, path: str, four_bit: bool, checkpointing: Any) -> tuple[Any, Any]:
-    from toolkit.recipe import Recipe
+    from toolkit.recipe.schema import Recipe
     from toolkit.train.session import load_model
 
     recipe = Recipe(

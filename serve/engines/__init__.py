@@ -5,6 +5,7 @@ from __future__ import annotations
 from serve.engines.base import Engine, EngineError, free_port
 from serve.engines.llamacpp import LlamaCppEngine
 from serve.engines.vllm import VllmEngine
+from toolkit.core.errors import TuneserveError
 
 __all__ = ["Engine", "EngineError", "LlamaCppEngine", "VllmEngine", "free_port", "pick_engine"]
 
@@ -12,8 +13,6 @@ __all__ = ["Engine", "EngineError", "LlamaCppEngine", "VllmEngine", "free_port",
 def pick_engine(path: str, requested: str = "auto") -> str:
     """`auto`: vLLM for a model folder when CUDA and vllm are present, llama.cpp for GGUF."""
     from pathlib import Path
-
-    from toolkit.errors import TuneserveError
 
     is_gguf = Path(path).suffix == ".gguf"
     if requested == "llamacpp":

@@ -10,7 +10,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import ClassVar
 
-from toolkit.errors import TuneserveError
+from serve.chat_template import template_renders_tools
+from toolkit.core.errors import TuneserveError
 
 
 class EngineError(TuneserveError):
@@ -95,8 +96,6 @@ class Engine(ABC):
     @cached_property
     def renders_tools(self) -> bool:
         """Whether the model's template writes tool definitions into the prompt."""
-        from serve.chat_template import template_renders_tools
-
         return template_renders_tools(self.chat_template())
 
     def extra_sampling(self) -> dict[str, float]:

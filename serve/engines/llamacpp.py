@@ -2,7 +2,7 @@
 
 Which native binary: $TUNESERVE_LLAMA_SERVER (a path; `off` forces llama-cpp-python's server),
 else `llama-server` on PATH, else the one `make install` built and cached
-(serve/engines/build_llama_server.py).
+(tools/build_llama_server.py).
 
 llama-cpp-python's server takes `chat_template_kwargs` only at load time, so for a template
 that knows `enable_thinking` the gateway renders the template itself (per request) and calls
@@ -29,8 +29,9 @@ from typing import Any, ClassVar
 
 from serve.chat_template import render_chat
 from serve.engines.base import Engine, EngineError
-from serve.modes import template_knows_thinking
-from toolkit.errors import TuneserveError
+from serve.engines.llama_server_cache import find_cached
+from toolkit.core.errors import TuneserveError
+from toolkit.core.modes import template_knows_thinking
 
 DEFAULT_CTX = 4096  # when the GGUF does not say what context the model was trained with
 
@@ -107,13 +108,13 @@ class LlamaCppEngine(Engine):
             raise EngineError(
                 "LoRA adapters per request need the native llama-server; llama-cpp-python's "
                 "server applies one adapter to every request",
-                "build it: python -m serve.engines.build_llama_server",
+                "build it: python tools/build_llama_server.py",
             )
         if self.embeddings:
             raise TuneserveError(
                 f"--embeddings {self.name}: llama-cpp-python's server cannot pool a chat "
                 "model's embeddings; the native llama-server can",
-                "build it once: python -m serve.engines.build_llama_server",
+                "build it once: python tools/build_llama_server.py",
             )
         argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(self.model_path)]
         argv += ["--model_alias", self.name, "--host", self.host, "--port", str(self.port)]
@@ -204,7 +205,6 @@ def native_llama_server() -> str | None:
     on_path = shutil.which("llama-server")
     if on_path:
         return on_path
-    from serve.engines.build_llama_server import find_cached
 
     cached = find_cached()
     return str(cached) if cached else None

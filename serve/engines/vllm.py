@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from serve.engines.base import Engine
-from serve.modes import template_knows_thinking
+from toolkit.core.modes import template_knows_thinking
 
 LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # --max-lora-rank choices
 

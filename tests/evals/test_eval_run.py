@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def endpoint(base_gguf):
     """base and a second name for the same GGUF behind one gateway."""
-    from serve.app import serve_models
+    from serve.launcher import serve_models
 
     with serve_models([f"base={base_gguf}", f"other={base_gguf}"], engine="llamacpp") as served:
         yield served

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from evals.api import run_eval
 from evals.judge import JudgeConfig, parse_verdict, resolve_endpoint
 from toolkit.cli import main
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from evals.gate import regressions
 from evals.report import as_json, render_markdown
 from evals.runner import Answer, request_for
 from evals.suite import Item, Suite, load_suite_file
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 QUESTION = [{"role": "user", "content": "What is 2 + 2?"}]
 

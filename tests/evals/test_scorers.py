@@ -10,7 +10,7 @@ from evals.compare import bootstrap_ci, mcnemar_exact, paired_stats
 from evals.gate import regressions
 from evals.scorers import resolve_scorer
 from evals.suite import load_suite_file, resolve_suite
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 SCHEMA = {"type": "object", "required": ["age"], "properties": {"age": {"type": "integer"}}}
 

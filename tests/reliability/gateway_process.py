@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from serve.app import ModelSource, run_forever
+from serve.launcher import ModelSource, run_forever
 
 
 def main() -> None:

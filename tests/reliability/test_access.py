@@ -33,7 +33,7 @@ def _port(url: str) -> int:
 
 
 def test_default_bind_is_loopback(fake_gateway):
-    from serve.cli import serve_command
+    from toolkit.cli.serve_command import serve_command
 
     defaults = {param.name: param.default for param in serve_command.params}
     assert defaults["host"] == "127.0.0.1"

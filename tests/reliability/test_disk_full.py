@@ -20,8 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from tests.reliability.counts import record
-from toolkit.artifacts import atomic_dir, atomic_write_json
-from toolkit.errors import TuneserveError
+from toolkit.core.artifacts import atomic_dir, atomic_write_json
+from toolkit.core.errors import TuneserveError
 
 DEMO_RECIPE = Path(__file__).resolve().parents[2] / "toolkit" / "demo" / "recipe.yaml"
 MiB = 2**20
@@ -82,7 +82,7 @@ def tiny_run(base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
 def _copy_run(source: Path, disk: Path, merged: Path | None = None) -> Path:
     """The run on the small disk; `merged`, when given, stands in as its finished merged16 (the
     base model itself: converting it costs the same, and no merge has to run first)."""
-    from toolkit.export import adapter_fingerprint
+    from toolkit.export.run_export import adapter_fingerprint
 
     run = disk / "runs" / source.name
     run.mkdir(parents=True)
@@ -100,11 +100,11 @@ def _copy_run(source: Path, disk: Path, merged: Path | None = None) -> Path:
 def _export(run: Path, monkeypatch, *arguments: str) -> tuple[int, str]:
     """`tuneserve export RUN ...` in this process, with the up-front free-space check off: it
     stands for another writer filling the disk after the check passed."""
-    from toolkit import export
     from toolkit.cli import main
+    from toolkit.export import run_export
 
     monkeypatch.setenv("TUNESERVE_MODELS_DIR", str(run.parent.parent))
-    monkeypatch.setattr(export, "check_disk", lambda *args: None)
+    monkeypatch.setattr(run_export, "check_disk", lambda *args: None)
     result = CliRunner().invoke(main, ["export", str(run), *arguments])
     return result.exit_code, result.output
 
@@ -204,7 +204,7 @@ class _FillingWriter:
 
 
 def test_simulated_enospc_in_an_atomic_write_keeps_the_old_file(tmp_path, monkeypatch):
-    import toolkit.artifacts as artifacts
+    import toolkit.core.artifacts as artifacts
 
     target = tmp_path / "manifest.json"
     atomic_write_json(target, {"version": 1})

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.reliability.counts import record
+from toolkit.core.errors import TuneserveError
 from toolkit.data import load_source
 from toolkit.data.formats import SHAREGPT_ROLES
-from toolkit.errors import TuneserveError
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hey"}]}
 # An error names at most a few bad rows; each line stays readable whatever the row held.

@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serve.modes import split_alias
 from serve.protocol import validate_request
 from tests.reliability.conftest import API_KEY, engine_stats
 from tests.reliability.counts import record
+from toolkit.core.modes import split_alias
 
 AUTH = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
 CHAT = {"model": "fake", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}

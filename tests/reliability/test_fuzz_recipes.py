@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.reliability.counts import record
-from toolkit.errors import TuneserveError
-from toolkit.recipe import Recipe
-from toolkit.recipe_loader import load_recipe
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.loader import load_recipe
+from toolkit.recipe.schema import Recipe
 
 SECTIONS = {name: field for name, field in Recipe.model_fields.items() if name != "name"}
 # Values of the wrong type for any field: numbers where text is wanted, text where numbers are,

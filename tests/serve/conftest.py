@@ -22,8 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve.app import Served, serve_models
 from serve.engines.llamacpp import native_llama_server
+from serve.launcher import Served, serve_models
 
 REPO = Path(__file__).resolve().parents[2]
 API_KEY = "test-key"
@@ -49,7 +49,7 @@ def _converter() -> tuple[list[str], dict[str, str]]:
 @pytest.fixture(scope="session")
 def qwen3_gguf(base_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random tiny Qwen3-shaped model (Qwen3 template, <think> tokens) as an f16 GGUF."""
-    from toolkit.shapes import build_qwen3
+    from tests.qwen3_shapes import build_qwen3
 
     folder = tmp_path_factory.mktemp("qwen3")
     build_qwen3(folder / "hf", "tiny", base_model)
@@ -121,10 +121,10 @@ NATIVE = native_llama_server()
 
 def llama_backends() -> list:
     """`native` and `python`, or the one TUNESERVE_TEST_LLAMA names; `native` is skipped with
-    the reason when no llama-server exists (see serve/engines/build_llama_server.py)."""
+    the reason when no llama-server exists (see tools/build_llama_server.py)."""
     chosen = os.environ.get("TUNESERVE_TEST_LLAMA", "native,python").split(",")
     missing = pytest.mark.skip(
-        reason="no native llama-server: `python -m serve.engines.build_llama_server` builds it"
+        reason="no native llama-server: `python tools/build_llama_server.py` builds it"
     )
     return [
         pytest.param(name, marks=missing if name == "native" and NATIVE is None else ())
@@ -210,7 +210,7 @@ def matrix_llama(tool_model: Path, base_gguf: Path, tmp_path_factory: pytest.Tem
     """The taught tool model behind a gateway on llama.cpp, as `tools` (chat mode: it was
     taught without thinking), with `embed` for embeddings and one CORS origin."""
     from tests.serve.matrix import ORIGIN, Target
-    from toolkit.export import run_gguf
+    from toolkit.export.run_export import run_gguf
 
     # embeddings need the native llama-server (CI's engine); the fallback refuses them
     embed = [f"embed={base_gguf}"] if NATIVE else []

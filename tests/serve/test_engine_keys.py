@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve.app import serve_models
 from serve.engines import LlamaCppEngine, VllmEngine
+from serve.launcher import serve_models
 from tests.process_tree import descendants
 from tests.serve.conftest import llama_engines
 

@@ -9,8 +9,8 @@ import pytest
 
 from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
 from serve.engines.vllm import lora_rank_bound
-from toolkit.errors import TuneserveError
-from toolkit.templates import CHATML, QWEN3
+from toolkit.core.errors import TuneserveError
+from toolkit.train.templates import CHATML, QWEN3
 
 SNAPSHOT = json.loads(
     (Path(__file__).parents[2] / "serve/engines/vllm_cli_snapshot.json").read_text()

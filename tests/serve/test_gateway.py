@@ -10,8 +10,8 @@ import httpx
 import openai
 import pytest
 
-from serve.modes import SAMPLING
 from tests.serve.conftest import API_KEY
+from toolkit.core.modes import SAMPLING
 
 pytestmark = pytest.mark.slow
 HI = [{"role": "user", "content": "Say hi"}]

@@ -8,10 +8,10 @@ import os
 
 import httpx
 
-from serve.app import serve_models
 from serve.identity import model_identity
+from serve.launcher import serve_models
 from tests.serve.test_vllm_launch import _adapter, _folder, fake_vllm  # noqa: F401 (fixture)
-from toolkit.artifacts import sha256_file, update_manifest
+from toolkit.core.artifacts import sha256_file, update_manifest
 
 
 def _run_with_gguf(tmp_path, content: bytes = b"GGUF weights"):

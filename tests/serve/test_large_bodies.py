@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from serve.app import ModelSource, serve_models
+from serve.launcher import ModelSource, serve_models
 from serve.protocol import MAX_BODY_BYTES
 
 

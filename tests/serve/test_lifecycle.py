@@ -15,12 +15,12 @@ import httpx
 import openai
 import pytest
 
-from serve.app import serve_models
 from serve.engines import LlamaCppEngine, free_port
+from serve.launcher import serve_models
 from serve.supervisor import Supervisor
 from tests.process_tree import alive, descendants
 from tests.serve.conftest import llama_engines
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 pytestmark = pytest.mark.slow
 HI = [{"role": "user", "content": "Say hi"}]

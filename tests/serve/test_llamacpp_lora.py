@@ -10,9 +10,9 @@ import shutil
 import openai
 import pytest
 
-from serve.app import ModelSource, serve_models
 from serve.engines.base import EngineError
 from serve.engines.llamacpp import LlamaCppEngine, native_llama_server
+from serve.launcher import ModelSource, serve_models
 from tests.conftest import DEMO_RECIPE
 
 
@@ -44,10 +44,10 @@ def ask(client: openai.OpenAI, model: str, question: str) -> str:
 
 @pytest.mark.slow
 def test_an_adapter_on_the_base_engine_answers_like_its_merged_export(exported_demo, tmp_path):
-    from toolkit.builtin import resolve_model
-    from toolkit.export import base_gguf, run_gguf
+    from toolkit.base_models.builtin import resolve_model
     from toolkit.export.lora_gguf import convert_lora
-    from toolkit.recipe_loader import load_recipe
+    from toolkit.export.run_export import base_gguf, run_gguf
+    from toolkit.recipe.loader import load_recipe
 
     assert native_llama_server(), "make install builds the native llama-server"
     run_dir, _ = exported_demo
@@ -79,9 +79,9 @@ def test_an_adapter_on_the_base_engine_answers_like_its_merged_export(exported_d
 
 @pytest.mark.slow
 def test_select_keeps_a_checkpoint_that_keeps_the_guard(trained_demo, tmp_path, monkeypatch):
-    from toolkit.artifacts import read_manifest
-    from toolkit.forgetting import select_checkpoint
-    from toolkit.recipe_loader import load_recipe
+    from toolkit.core.artifacts import read_manifest
+    from toolkit.pipeline.forgetting import select_checkpoint
+    from toolkit.recipe.loader import load_recipe
 
     assert native_llama_server(), "make install builds the native llama-server"
     models = tmp_path / "models"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from serve.modes import SAMPLING, apply_defaults, resolve_mode, split_alias
+from toolkit.core.modes import SAMPLING, apply_defaults, resolve_mode, split_alias
 
 
 def chat(text: str, **extra) -> dict:

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from serve.gateway import Gateway
 from serve.page import STATIC_DIR, find_report_dir, read_run
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 KEY = "page-key"
 AUTH = {"authorization": f"Bearer {KEY}"}

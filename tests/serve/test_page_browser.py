@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from serve.engines import free_port
-from serve.modes import SAMPLING
+from toolkit.core.modes import SAMPLING
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def page_server(
 ) -> Iterator[PageServer]:
     """One `tuneserve serve base=... tuned=... --api-key K --report RUN/eval` for the module,
     and a real eval of the demo's heldout and guard suites through it into that folder."""
-    from toolkit.export import run_gguf
+    from toolkit.export.run_export import run_gguf
 
     run, _ = exported_demo
     report_dir = run / "eval"
@@ -309,7 +309,7 @@ def test_the_mode_switch_changes_the_sampling_sent_and_shown(tab):
         for model in ("base", "tuned"):
             shown[(mode, model)] = column(tab, model).locator(".sampling").inner_text()
     for model in ("base", "tuned"):
-        # the x-tuneserve-mode / x-tuneserve-sampling headers of the answers, from serve/modes.py
+        # the x-tuneserve-mode / x-tuneserve-sampling headers of the answers, from toolkit/core/modes.py
         assert shown[("chat", model)] == f"chat mode · {SAMPLING['chat'].header()}"
         assert shown[("thinking", model)] == f"thinking mode · {SAMPLING['thinking'].header()}"
     assert shown[("chat", "tuned")] != shown[("thinking", "tuned")]

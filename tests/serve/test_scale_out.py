@@ -15,13 +15,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serve.app import serve_models
 from serve.engines import LlamaCppEngine, VllmEngine
 from serve.engines.llamacpp import gpu_split_flags
+from serve.launcher import serve_models
 from serve.protocol import GatewayError
 from serve.replicas import Replica, ReplicaPool, ScaleOut, device_groups
 from tests.serve.test_engines import vllm_args
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 SNAPSHOT = json.loads(
     (Path(__file__).parents[2] / "serve/engines/vllm_cli_snapshot.json").read_text()

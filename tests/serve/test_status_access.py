@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from serve.app import ModelSource, serve_models
+from serve.launcher import ModelSource, serve_models
 
 KEY = "status-key"
 SOURCE = ModelSource(name="secret-project-model", url="http://127.0.0.1:9")
@@ -40,7 +40,7 @@ def test_public_metrics_and_loopback_leave_status_open(tmp_path, path):
 
 
 def test_serve_has_the_public_metrics_flag():
-    from serve.cli import serve_command
+    from toolkit.cli.serve_command import serve_command
 
     flag = next(p for p in serve_command.params if p.name == "public_metrics")
     assert flag.is_flag and flag.opts == ["--public-metrics"]

@@ -10,9 +10,9 @@ import pytest
 from serve.engines import LlamaCppEngine, VllmEngine
 from serve.protocol import GatewayError
 from serve.tool_calls import ToolChunkParser, parse_response, split_calls
-from serve.tool_prompt import format_call, tool_prompt, with_tool_prompt
 from serve.tools import completion_grammar, read_tool_plan, shape_for_engine
-from toolkit.templates import CHATML, QWEN3
+from toolkit.core.tool_prompt import format_call, tool_prompt, with_tool_prompt
+from toolkit.train.templates import CHATML, QWEN3
 
 TOOL = {
     "type": "function",

@@ -26,8 +26,8 @@ import httpx
 import openai
 import pytest
 
-from serve.modes import SAMPLING
 from tests.process_tree import alive, descendants
+from toolkit.core.modes import SAMPLING
 
 GATEWAY = os.environ.get("TUNESERVE_VLLM_GATEWAY")
 pytestmark = [

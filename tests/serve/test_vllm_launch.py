@@ -13,12 +13,12 @@ import httpx
 import openai
 import pytest
 
-from serve.app import serve_models
-from serve.tool_prompt import tool_prompt
+from serve.launcher import serve_models
 from tests.command_standin import put_on_path
 from tests.serve.test_engines import SNAPSHOT
-from toolkit.errors import TuneserveError
-from toolkit.templates import CHATML, QWEN3
+from toolkit.core.errors import TuneserveError
+from toolkit.core.tool_prompt import tool_prompt
+from toolkit.train.templates import CHATML, QWEN3
 
 FAKE_VLLM = """#!{python}
 import json, os, sys

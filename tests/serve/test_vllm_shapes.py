@@ -14,7 +14,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from serve.app import ModelSource, serve_models
+from serve.launcher import ModelSource, serve_models
 from tests.serve.conftest import _run_in_thread
 
 FIXTURES = Path(__file__).parent / "fixtures"

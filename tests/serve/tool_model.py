@@ -152,7 +152,7 @@ train:
 def qwen3_styled_base(base_model: Path, out: Path) -> Path:
     """SmolLM2 with Qwen3's chat template (tools section, <tool_call> format); the weights
     are linked, not copied."""
-    from toolkit.templates import QWEN3
+    from toolkit.train.templates import QWEN3
 
     out.mkdir(parents=True, exist_ok=True)
     for item in base_model.iterdir():
@@ -184,9 +184,9 @@ def write_project(folder: Path, base: Path, steps: int = 56) -> Path:
 
 def train_tool_model(folder: Path, base_model: Path, formats: tuple[str, ...] = ("gguf",)):
     """Train and export the tool model under `folder`; returns (run folder, export report)."""
-    from toolkit.export import export_run
-    from toolkit.recipe_loader import load_recipe
-    from toolkit.train import train
+    from toolkit.export.run_export import export_run
+    from toolkit.pipeline.training import train
+    from toolkit.recipe.loader import load_recipe
 
     base = qwen3_styled_base(base_model, folder / "base-qwen3-template")
     recipe = load_recipe(write_project(folder / "project", base))
@@ -204,7 +204,7 @@ def train_tool_model(folder: Path, base_model: Path, formats: tuple[str, ...] = 
 
 
 if __name__ == "__main__":
-    from toolkit.builtin import materialize
+    from toolkit.base_models.builtin import materialize
 
     formats = tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else ("merged16", "gguf")
     run, _ = train_tool_model(Path(sys.argv[1]), materialize("smollm2-135m"), formats)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from toolkit.artifacts import verify_manifest
-from toolkit.builtin import builtin_gguf, materialize
+from toolkit.base_models.builtin import builtin_gguf, materialize
+from toolkit.core.artifacts import verify_manifest
 
 
 def test_materialized_folder_is_a_plain_hf_model_with_a_manifest(base_model):

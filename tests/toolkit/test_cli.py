@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from serve.engines.llamacpp import native_llama_server
-from toolkit.cli import COMMANDS, main
+from toolkit.cli.main import COMMANDS, main
 
 HEAVY = ("torch", "transformers", "peft", "trl", "unsloth", "vllm", "llama_cpp", "datasets")
 
@@ -103,19 +103,19 @@ def test_doctor_says_which_llama_cpp_server_serve_would_run(tmp_path):
 
 def test_an_internal_error_has_its_own_exit_code(monkeypatch):
     """A bug in the tool must not look like a failed regression gate (exit 1) in CI."""
-    import toolkit.doctor
+    import toolkit.cli.doctor
 
     def broken() -> dict:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(toolkit.doctor, "diagnose", broken)
+    monkeypatch.setattr(toolkit.cli.doctor, "diagnose", broken)
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 70, result.output
     assert "error: internal error: RuntimeError: boom" in result.output
 
 
 def test_help_documents_every_exit_code():
-    from toolkit.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE
+    from toolkit.core.errors import EXIT_CHECK_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE
 
     shown = CliRunner().invoke(main, ["--help"]).output
     codes = (0, EXIT_CHECK_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED)

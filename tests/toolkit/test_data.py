@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from toolkit.core.errors import TuneserveError
 from toolkit.data import load_source, prepare_data
 from toolkit.data.formats import detect_format, split_thinking
 from toolkit.data.mixing import mix_sources
-from toolkit.errors import TuneserveError
-from toolkit.recipe import DataSection
+from toolkit.recipe.schema import DataSection
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from toolkit.export import export_run, run_gguf
 from toolkit.export.modelfile import render_modelfile
+from toolkit.export.run_export import export_run, run_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -36,12 +36,11 @@ def test_the_merge_check_holds_one_fp32_copy_of_the_model(exported_demo, base_mo
     merges into that same copy; the figures stay what they were."""
     import gc
 
-    from toolkit.export import merge
-    from toolkit.export.verify import verify_merge
+    from toolkit.export import verify
 
     run, report = exported_demo
     loads, alive = [], []
-    real = merge.load_base
+    real = verify.load_base
 
     def counted(base):  # noqa: ANN001, ANN202
         import weakref
@@ -51,8 +50,8 @@ def test_the_merge_check_holds_one_fp32_copy_of_the_model(exported_demo, base_mo
         alive.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(merge, "load_base", counted)
-    figures = verify_merge(base_model, run / "adapter", run / "merged16")
+    monkeypatch.setattr(verify, "load_base", counted)
+    figures = verify.verify_merge(base_model, run / "adapter", run / "merged16")
     gc.collect()
     assert len(loads) == 1  # before: twice (base + adapter, then the fp32 merge from scratch)
     assert all(ref() is None for ref in alive)  # and freed before verify_merge returned
@@ -134,7 +133,7 @@ def test_merged16_is_what_vllm_serve_loads(exported_demo):
 
 
 def test_generation_config_carries_the_default_mode_sampling(exported_demo):
-    from serve.modes import SAMPLING
+    from toolkit.core.modes import SAMPLING
 
     run, _ = exported_demo
     config = json.loads((run / "merged16" / "generation_config.json").read_text())
@@ -194,7 +193,7 @@ def test_quality_check_puts_q4_further_from_the_merged_model_than_q8(exported_de
 
 
 def test_manifest_records_exports_and_hashes(exported_demo):
-    from toolkit.artifacts import verify_manifest
+    from toolkit.core.artifacts import verify_manifest
 
     run, _ = exported_demo
     manifest = json.loads((run / "manifest.json").read_text())
@@ -251,7 +250,7 @@ def test_killed_export_leaves_nothing_complete_looking_and_rerun_finishes(
 
 
 def test_export_of_an_untrained_folder_is_a_clear_error(tmp_path):
-    from toolkit.errors import TuneserveError
+    from toolkit.core.errors import TuneserveError
 
     with pytest.raises(TuneserveError, match="not a training run"):
         export_run(tmp_path, ["gguf"], ["q8_0"])

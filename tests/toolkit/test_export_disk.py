@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import TuneserveError
-from toolkit.export import base_parameters, check_disk, export_bytes
+from toolkit.core.errors import TuneserveError
+from toolkit.export.run_export import base_parameters, check_disk, export_bytes
 
 QWEN3_14B = 14_768_307_200  # parameters of the 14B shape (bf16 safetensors: 29.5 GB)
 

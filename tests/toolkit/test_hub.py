@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from tests.hub_standin import HubFile, HubRepo, StandInHub, write_offline_cache
-from toolkit.builtin import describe_model
-from toolkit.errors import TuneserveError
-from toolkit.hub import HubId, parse_hub_id
-from toolkit.prequantized import is_prequantized_4bit
-from toolkit.recipe_loader import load_recipe
+from toolkit.base_models.builtin import describe_model
+from toolkit.base_models.hub import HubId, parse_hub_id
+from toolkit.base_models.prequantized import is_prequantized_4bit
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.loader import load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DATA = REPO / "toolkit" / "demo" / "facts.jsonl"
@@ -162,7 +162,7 @@ def hub_env(home: Path, endpoint: str, **extra: str) -> dict[str, str]:
 
 
 RESOLVE = (
-    "import sys\nfrom toolkit.builtin import resolve_model\nfrom toolkit.errors import TuneserveError\n"
+    "import sys\nfrom toolkit.base_models.builtin import resolve_model\nfrom toolkit.core.errors import TuneserveError\n"
     "try:\n    print(resolve_model(sys.argv[1]))\n"
     "except TuneserveError as exc:\n    print(f'error: {exc}\\nhint: {exc.hint}', file=sys.stderr)\n"
     "    sys.exit(2)\n"

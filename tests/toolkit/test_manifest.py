@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from toolkit import artifacts
-from toolkit.artifacts import read_manifest, update_manifest, verify_manifest
+from toolkit.core import artifacts
+from toolkit.core.artifacts import read_manifest, update_manifest, verify_manifest
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="PR_SET_PDEATHSI
 CHILD = """
 import os, sys, time
 from pathlib import Path
-from toolkit.orphans import die_with_parent
+from toolkit.core.orphans import die_with_parent
 
 folder, when = Path(sys.argv[1]), sys.argv[2]
 arm = die_with_parent()

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from tests.conftest import DEMO_RECIPE
-from toolkit.pipeline import run_pipeline
-from toolkit.recipe_loader import load_recipe
+from toolkit.pipeline.run import run_pipeline
+from toolkit.recipe.loader import load_recipe
 
 pytestmark = pytest.mark.slow
 

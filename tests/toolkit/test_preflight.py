@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import toolkit.builtin
-from toolkit.errors import TuneserveError
-from toolkit.recipe_loader import load_recipe
-from toolkit.train import train
+import toolkit.pipeline.training
+from toolkit.core.errors import TuneserveError
+from toolkit.pipeline.training import train
+from toolkit.recipe.loader import load_recipe
 
 FACTS = Path(__file__).parents[2] / "toolkit" / "demo" / "facts.jsonl"
 
@@ -45,7 +45,7 @@ def test_train_refuses_a_heldout_suite_with_no_split_before_doing_anything(tmp_p
 
 
 def test_a_recipe_with_its_own_suites_needs_no_split(tmp_path, monkeypatch):
-    from toolkit.preflight import check_recipe_needs
+    from toolkit.pipeline.preflight import check_recipe_needs
 
     recipe = load_recipe(recipe_file(tmp_path, FACTS, "eval:\n  suites: [guard]\n"))
     check_recipe_needs(recipe)  # no error: nothing needs held-out rows
@@ -60,7 +60,7 @@ def test_a_split_that_holds_out_nothing_stops_before_the_model_loads(tmp_path, m
     def must_not_load(name: str) -> Path:
         raise AssertionError("the model was loaded before the recipe's needs were checked")
 
-    monkeypatch.setattr(toolkit.builtin, "resolve_model", must_not_load)
+    monkeypatch.setattr(toolkit.pipeline.training, "resolve_model", must_not_load)
     with pytest.raises(TuneserveError, match="holds out none") as caught:
         train(recipe, backend="hf", progress=False, echo=lambda _: None)
     assert "eval.suites" in caught.value.hint
@@ -69,7 +69,7 @@ def test_a_split_that_holds_out_nothing_stops_before_the_model_loads(tmp_path, m
 @pytest.mark.slow
 def test_no_heldout_split_exports_and_checks_the_gguf_on_training_text(tmp_path, base_model):
     """A user who brings their own eval suites: train with eval_split 0, then export GGUF."""
-    from toolkit.export import export_run
+    from toolkit.export.run_export import export_run
 
     suite = tmp_path / "own_suite.jsonl"
     suite.write_text(json.dumps({"id": "a", "messages": [{"role": "user", "content": "Hi"}],

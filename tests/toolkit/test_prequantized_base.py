@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import TuneserveError
-from toolkit.recipe_loader import load_recipe
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.loader import load_recipe
 
 BNB_4BIT = {"quant_method": "bitsandbytes", "load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}
 
@@ -38,7 +38,7 @@ def test_merged16_of_a_4bit_base_without_a_gpu_says_what_to_do(four_bit_base, tm
 
 
 def test_training_a_4bit_base_without_a_gpu_says_what_to_do(four_bit_base):
-    from toolkit.train.hf import load_hf
+    from toolkit.train.hf_loader import load_hf
 
     recipe = load_recipe(None, [f"model.name={four_bit_base}"])
     with pytest.raises(TuneserveError) as caught:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.errors import TuneserveError
-from toolkit.recipe import PROJECTION_MODULES, Recipe
-from toolkit.recipe_loader import dump_recipe, load_recipe, parse_yaml
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.loader import dump_recipe, load_recipe, parse_yaml
+from toolkit.recipe.schema import PROJECTION_MODULES, Recipe
 
 
 def write(tmp_path: Path, text: str, name: str = "recipe.yaml") -> Path:

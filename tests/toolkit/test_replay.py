@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 from evals.suite import resolve_suite
+from toolkit.core.errors import TuneserveError
 from toolkit.data.replay import (
     Endpoint,
     add_replay,
@@ -19,9 +20,8 @@ from toolkit.data.replay import (
     replay_count,
     same_prompt,
 )
-from toolkit.errors import TuneserveError
-from toolkit.recipe import ReplaySection
-from toolkit.recipe_loader import load_recipe
+from toolkit.recipe.loader import load_recipe
+from toolkit.recipe.schema import ReplaySection
 
 
 def guard_prompts() -> list[str]:
@@ -90,7 +90,7 @@ def test_training_without_the_generated_rows_says_how_to_make_them(tmp_path):
 
 @pytest.mark.slow
 def test_base_answers_once_through_the_engine_then_from_the_cache(base_gguf, tmp_path, monkeypatch):
-    from serve.app import serve_models
+    from serve.launcher import serve_models
 
     monkeypatch.setenv("TUNESERVE_BASE_DIR", str(tmp_path / "base"))  # an empty replay cache
     prompts = tmp_path / "prompts.jsonl"

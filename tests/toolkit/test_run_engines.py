@@ -16,8 +16,8 @@ from serve.engines import VllmEngine
 from tests.command_standin import put_on_path
 from tests.conftest import DEMO_RECIPE, REPO
 from tests.serve.test_vllm_launch import FAKE_VLLM, _launches
-from toolkit.comparison import export_formats, run_engine
-from toolkit.recipe_loader import load_recipe
+from toolkit.pipeline.comparison import export_formats, run_engine
+from toolkit.recipe.loader import load_recipe
 
 # A run as small as they get; `export.formats` unset, so the engine's defaults apply.
 TINY = [
@@ -80,7 +80,7 @@ def _files(folder: Path) -> dict[Path, int]:
 def test_run_on_vllm_serves_the_adapter_on_the_base_engine_and_makes_no_gguf(
     fake_vllm, tmp_path, monkeypatch, base_model
 ):
-    from toolkit.pipeline import run_pipeline
+    from toolkit.pipeline.run import run_pipeline
 
     monkeypatch.setenv("TUNESERVE_MODELS_DIR", str(tmp_path / "models"))
     result = run_pipeline(load_recipe(DEMO_RECIPE, ON_VLLM), echo=lambda _: None)
@@ -111,9 +111,9 @@ def test_run_on_vllm_serves_the_adapter_on_the_base_engine_and_makes_no_gguf(
 
 @pytest.mark.slow
 def test_train_then_export_then_run_redoes_neither(fake_vllm, tmp_path, monkeypatch, base_model):
-    from toolkit.export import export_run
-    from toolkit.pipeline import run_pipeline
-    from toolkit.train import train
+    from toolkit.export.run_export import export_run
+    from toolkit.pipeline.run import run_pipeline
+    from toolkit.pipeline.training import train
 
     monkeypatch.setenv("TUNESERVE_MODELS_DIR", str(tmp_path / "models"))
     recipe = load_recipe(DEMO_RECIPE, ON_VLLM)
@@ -138,8 +138,8 @@ def test_training_never_loads_in_the_calling_process(tmp_path, base_model):
     caller never imports the training stack and gets the GPU back when it ends."""
     script = f"""
 import sys
-from toolkit.recipe_loader import load_recipe
-from toolkit.train import train
+from toolkit.recipe.loader import load_recipe
+from toolkit.pipeline.training import train
 result = train(load_recipe({str(DEMO_RECIPE)!r}, {TINY!r}), backend="hf", progress=False,
                echo=lambda _: None)
 assert result.steps == 4, result
@@ -157,7 +157,7 @@ print("loaded:", loaded)
 def test_replay_is_answered_by_the_runs_engine(fake_vllm, tmp_path, monkeypatch, base_model):
     """data.replay on a vLLM run: the base folder on vLLM answers the replay prompts (no GGUF)."""
     from toolkit.data import replay
-    from toolkit.forgetting import prepare_replay
+    from toolkit.pipeline.forgetting import prepare_replay
 
     monkeypatch.setattr(replay, "base_models_dir", lambda: tmp_path / "base-cache")
     recipe = load_recipe(DEMO_RECIPE, [*ON_VLLM, "data.replay.ratio=0.5"])

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.comparison import ServePlan
-from toolkit.pipeline import RunResult, export_status, success_message, train_status
-from toolkit.recipe import Recipe
-from toolkit.run_progress import RunProgress, StageStatus, clock, eta_seconds
+from toolkit.pipeline.comparison import ServePlan
+from toolkit.pipeline.progress import RunProgress, StageStatus, clock, eta_seconds
+from toolkit.pipeline.run import RunResult, export_status, success_message, train_status
+from toolkit.recipe.schema import Recipe
 
 
 @pytest.mark.parametrize(

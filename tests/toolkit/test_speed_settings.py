@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from toolkit.recipe import Recipe
-from toolkit.shapes import SHAPES
+from tests.qwen3_shapes import SHAPES
+from toolkit.recipe.schema import Recipe
 from toolkit.train.checkpointing import GIB, activation_bytes, choose_checkpointing
 from toolkit.train.speed_notes import packing_note, recipe_notes
 

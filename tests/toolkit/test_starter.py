@@ -1,5 +1,5 @@
 """The starter recipe of `tuneserve init` is generated from the recipe model: every field, its
-default and its description, so that neither can drift from `toolkit/recipe.py`."""
+default and its description, so that neither can drift from `toolkit/recipe/schema.py`."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field
-
-from toolkit.recipe import Recipe, Section
 from toolkit.recipe_loader import load_recipe
+
+from toolkit.recipe.schema import Recipe, Section
 from toolkit.starter import starter_recipe, undescribed_fields, write_starter
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from toolkit.templates import CHATML, QWEN3, assistant_spans, tokenize_masked
+from toolkit.train.templates import CHATML, QWEN3, assistant_spans, tokenize_masked
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},

@@ -9,9 +9,9 @@ import re
 
 import pytest
 
-from serve.tool_prompt import tool_prompt
+from toolkit.core.tool_prompt import tool_prompt
 from toolkit.data.formats import RowError, to_example
-from toolkit.templates import CHATML, QWEN3, tokenize_masked
+from toolkit.train.templates import CHATML, QWEN3, tokenize_masked
 
 TOOL = {
     "type": "function",

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from toolkit.artifacts import verify_manifest
-from toolkit.recipe_loader import load_recipe
-from toolkit.train import train
-from toolkit.train.backend import choose_backend
+from toolkit.core.artifacts import verify_manifest
+from toolkit.pipeline.training import train
+from toolkit.recipe.loader import load_recipe
+from toolkit.train.backend_choice import choose_backend
 
 
 def losses(run: Path) -> dict[int, float]:
@@ -102,7 +102,7 @@ def test_auto_backend_picks_hf_without_cuda_and_says_why():
 
 
 def test_unsloth_backend_without_gpu_is_a_clear_error():
-    from toolkit.errors import TuneserveError
+    from toolkit.core.errors import TuneserveError
 
     with pytest.raises(TuneserveError, match="needs a CUDA GPU"):
         choose_backend("unsloth")

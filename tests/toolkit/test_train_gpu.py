@@ -44,7 +44,7 @@ train:
 
 @pytest.fixture(scope="module")
 def tiny_qwen3(tmp_path_factory: pytest.TempPathFactory, base_model: Path) -> Path:
-    from toolkit.shapes import build_qwen3
+    from tests.qwen3_shapes import build_qwen3
 
     return build_qwen3(tmp_path_factory.mktemp("qwen3") / "tiny-qwen3", "tiny", base_model)
 
@@ -135,7 +135,7 @@ def test_a_4bit_saved_base_trains_and_merges_into_16bit(
     dequantizes it (on the GPU) and adds the adapter, and the folder is plain 16-bit."""
     if backend == "unsloth":
         pytest.importorskip("unsloth", reason="the unsloth extra is not installed")
-    from toolkit.prequantized import is_prequantized_4bit
+    from toolkit.base_models.prequantized import is_prequantized_4bit
 
     assert is_prequantized_4bit(tiny_qwen3_4bit)
     run = _train(tmp_path, tiny_qwen3_4bit, backend, four_bit=False)["run"]

@@ -15,9 +15,9 @@ import pytest
 
 from tests.conftest import DEMO_RECIPE
 from tests.process_tree import alive, descendants
-from toolkit.errors import TuneserveError
-from toolkit.recipe import TrainSection
-from toolkit.recipe_loader import load_recipe
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.loader import load_recipe
+from toolkit.recipe.schema import TrainSection
 from toolkit.train.parallel import plan_parallel
 
 # Per-step |loss(2 processes) - loss(1 process)| allowed. Measured on CPU (torch 2.13, gloo,
@@ -95,7 +95,7 @@ SMALL = [
 
 
 def _train(name: str, models: Path, nproc: int, extra: list[str] | None = None):
-    from toolkit.train import train
+    from toolkit.pipeline.training import train
 
     os.environ["TUNESERVE_MODELS_DIR"] = str(models)
     recipe = load_recipe(

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from toolkit.core.errors import TuneserveError
 from toolkit.data.formats import RowError, detect_format, to_example
 from toolkit.data.mixing import hold_out, mix_sources
 from toolkit.data.reading import _Bad, read_rows
-from toolkit.errors import TuneserveError
-from toolkit.recipe import DataSection
+from toolkit.recipe.schema import DataSection
 
 MAX_SHOWN = 5
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from toolkit.core.modes import MODES
 from toolkit.data.row_errors import RowError, shown
 from toolkit.data.tool_rows import (
     SHAREGPT_CALL_ROLES,
@@ -212,7 +213,7 @@ def to_example(row: dict[str, Any], fmt: str, mode: str | None = None) -> dict[s
     if not isinstance(row, dict):
         raise RowError(f"a row must be a JSON object, got {type(row).__name__}")
     messages = CONVERTERS[fmt](row)
-    row_mode = row.get("mode") if row.get("mode") in ("thinking", "chat") else None
+    row_mode = row.get("mode") if row.get("mode") in MODES else None
     mode = mode or row_mode or detect_mode(messages)
     if mode == "chat":  # a chat example is trained with thinking off, so its reasoning goes
         messages = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in messages]

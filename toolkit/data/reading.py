@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import atomic_write_text, base_models_dir, sha256_text
-from toolkit.errors import TuneserveError
-from toolkit.recipe import ReplaySection
+from toolkit.core.artifacts import atomic_write_text, base_models_dir, sha256_text
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.schema import ReplaySection
 
 BUILTIN_POOL = Path(__file__).with_name("replay_prompts.jsonl")
 Messages = list[dict[str, str]]
@@ -160,7 +160,7 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def add_replay(train: list[dict[str, Any]], replay: ReplaySection, path: Path, seed: int) -> int:
-    """Mix the run's replay rows (`path`, made by toolkit.forgetting.prepare_replay) into
+    """Mix the run's replay rows (`path`, made by toolkit.pipeline.forgetting.prepare_replay) into
     `train` in place; returns how many were added."""
     if not path.is_file():
         raise TuneserveError(

@@ -13,23 +13,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from toolkit.artifacts import disk_full_error, ran_out_of_disk
-from toolkit.errors import TuneserveError
-from toolkit.orphans import die_with_parent
-
-CONVERTER_TYPES = {"f32", "f16", "bf16", "q8_0"}
-# llama.cpp's llama_ftype values (include/llama.h) for the quantizer.
-QUANTIZER_TYPES = {
-    "q4_0": 2,
-    "q5_0": 8,
-    "q2_k": 10,
-    "q3_k_m": 12,
-    "q4_k_s": 14,
-    "q4_k_m": 15,
-    "q5_k_s": 16,
-    "q5_k_m": 17,
-    "q6_k": 18,
-}
+from toolkit.core.artifacts import disk_full_error, ran_out_of_disk
+from toolkit.core.errors import TuneserveError
+from toolkit.core.orphans import die_with_parent
+from toolkit.core.quants import CONVERTER_TYPES, QUANTIZER_TYPES
 
 
 def _temp_beside(final: Path) -> Path:

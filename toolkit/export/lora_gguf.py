@@ -18,7 +18,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
+from toolkit.export.gguf import run_converter
 
 PACKAGE = "llama-cpp-python"
 SCRIPT = "convert_lora_to_gguf.py"
@@ -75,8 +76,6 @@ def fetch_converter() -> Path:
 
 def convert_lora(adapter: Path, base: Path, out: Path) -> Path:
     """`adapter` (a PEFT folder trained on `base`) as an f16 GGUF LoRA at `out` (atomic)."""
-    from toolkit.export.gguf import run_converter
-
     script = fetch_converter() / SCRIPT
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")

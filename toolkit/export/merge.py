@@ -1,7 +1,7 @@
 """Merge a LoRA adapter into its base: 16-bit safetensors that `vllm serve DIR` loads as is.
 
 The folder also carries the tokenizer with the serving chat template and a generation_config.json
-holding the default mode's sampling from serve/modes.py, so the model samples the same anywhere.
+holding the default mode's sampling from toolkit/core/modes.py, so the model samples the same anywhere.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import atomic_dir
-from toolkit.errors import TuneserveError
+from toolkit.base_models.prequantized import is_prequantized_4bit
+from toolkit.core.artifacts import atomic_dir
+from toolkit.core.errors import TuneserveError
+from toolkit.core.modes import SAMPLING, default_mode
 
 DTYPES = {"bfloat16", "float16", "float32"}
 
@@ -30,8 +32,6 @@ def load_base(base: Path) -> Any:
     """The base model in fp32 on the CPU: the weights a merge adds the adapter to."""
     import torch
     from transformers import AutoModelForCausalLM
-
-    from toolkit.prequantized import is_prequantized_4bit
 
     if is_prequantized_4bit(base):
         return dequantized(base)
@@ -97,8 +97,6 @@ def load_merged(base: Path, adapter: Path, dtype: Any = None) -> Any:
 
 def sampling_generation_config(model: Any, chat_template: str | None) -> Any:
     from transformers import GenerationConfig
-
-    from serve.modes import SAMPLING, default_mode
 
     sampling = SAMPLING[default_mode(chat_template)]
     config = model.generation_config or GenerationConfig()

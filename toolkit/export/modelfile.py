@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from serve.modes import SAMPLING, default_mode
-from toolkit.artifacts import atomic_write_text
+from toolkit.core.artifacts import atomic_write_text
+from toolkit.core.modes import SAMPLING, default_mode
 
 CHATML_TEMPLATE = """{{- range .Messages }}<|im_start|>{{ .Role }}
 {{ .Content }}<|im_end|>

@@ -12,6 +12,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from toolkit.core.errors import TuneserveError
+from toolkit.export.merge import load_base
+
 PROMPTS = (
     "What is the capital of France?",
     "Give the opposite of the word 'hot'.",
@@ -127,8 +130,6 @@ def verify_merge(base: Path, adapter: Path, merged_dir: Path) -> dict[str, Any]:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from toolkit.export.merge import load_base
-
     tokenizer = AutoTokenizer.from_pretrained(adapter)
     model = PeftModel.from_pretrained(on_fastest_device(load_base(base)), adapter)
     layers = model.config.num_hidden_layers
@@ -156,8 +157,6 @@ def perplexity_rows(folder: Path) -> tuple[list[dict[str, Any]], str]:
     else (a recipe with data.eval_split: 0) the training rows. Either way the figure compared
     is GGUF vs merged16 on the same text, so it still measures the export."""
     import json
-
-    from toolkit.errors import TuneserveError
 
     for split in ("heldout", "train"):
         path = folder / "data" / f"{split}.jsonl"
@@ -228,3 +227,28 @@ def gguf_greedy(gguf: Path, tokenizer: Any, tokens: int = 16) -> list[str]:
         texts.append(tokenizer.decode(out, skip_special_tokens=True).strip())
     llm.close()
     return texts
+
+
+def verify_gguf(folder: Path, gguf: Path) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    merged = folder / "merged16"
+    tokenizer = AutoTokenizer.from_pretrained(merged)
+    rows, split = perplexity_rows(folder)  # held-out text, else training text (eval_split: 0)
+    sequences = heldout_texts(tokenizer, rows)
+    model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32)
+    reference_ppl = hf_perplexity(model, sequences)
+    ppl = gguf_perplexity(gguf, sequences)
+    reference = greedy_texts(model, tokenizer)
+    greedy = gguf_greedy(gguf, tokenizer)
+    return {
+        "path": str(gguf),
+        "size": gguf.stat().st_size,
+        "ppl": round(ppl, 4),
+        "ppl_merged16": round(reference_ppl, 4),
+        "ppl_ratio": round(ppl / reference_ppl, 4),
+        "ppl_text": split,  # which rows the perplexities are over: heldout or train
+        "greedy_match": sum(a == b for a, b in zip(reference, greedy, strict=True))
+        / len(reference),
+    }

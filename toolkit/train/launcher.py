@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import toolkit
-from toolkit.errors import EXIT_INTERNAL, TuneserveError
-from toolkit.orphans import die_with_parent
+from toolkit.core.errors import EXIT_INTERNAL, TuneserveError
+from toolkit.core.orphans import die_with_parent
 from toolkit.train.parallel import ParallelPlan
 
 # torchrun gives its ranks 30 s to stop after SIGTERM; a checkpoint save fits in that.
@@ -34,6 +34,11 @@ class RankFailed(TuneserveError):
     def __init__(self, message: str, hint: str | None, exit_code: int) -> None:
         super().__init__(message, hint)
         self.exit_code = exit_code
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    found = [p for p in folder.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def worker_command(plan: ParallelPlan, job_dir: Path) -> list[str]:
@@ -144,8 +149,6 @@ def _outcome(
     if outcome.is_file():
         return json.loads(outcome.read_text())
     if interrupted:
-        from toolkit.train import last_checkpoint
-
         checkpoint = last_checkpoint(folder / "checkpoints")
         steps = int(checkpoint.name.split("-")[-1]) if checkpoint else 0
         return {"steps": steps, "final_loss": float("nan"), "interrupted": True}

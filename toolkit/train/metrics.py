@@ -10,7 +10,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from toolkit.artifacts import atomic_write_bytes
+from toolkit.core.artifacts import atomic_write_bytes
 
 
 def memory_gib() -> float:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.errors import TuneserveError
-from toolkit.recipe import TrainSection
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.schema import TrainSection
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import atomic_dir
-from toolkit.errors import TuneserveError
-from toolkit.recipe import Recipe
+from toolkit.core.artifacts import atomic_dir
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.schema import Recipe
+from toolkit.train.backend_choice import cuda_available
+from toolkit.train.hf_loader import load_hf
 from toolkit.train.parallel import ParallelPlan
+from toolkit.train.speed_notes import packing_note
+from toolkit.train.templates import NAMED_TEMPLATES, tokenize_masked, training_template
+from toolkit.train.unsloth_loader import load_unsloth
 
 
 @dataclass
@@ -23,19 +28,12 @@ class SessionOutcome:
 
 def load_model(recipe: Recipe, backend: str, model_path: Path) -> tuple[Any, Any]:
     if backend == "unsloth":
-        from toolkit.train.unsloth import load_unsloth
-
         return load_unsloth(recipe, model_path)
-    from toolkit.train.backend import cuda_available
-    from toolkit.train.hf import load_hf
-
     return load_hf(recipe, model_path, cuda_available())
 
 
 def tokenize(recipe: Recipe, tokenizer: Any, rows: list[dict[str, Any]]) -> Any:
     from datasets import Dataset
-
-    from toolkit.templates import tokenize_masked, training_template
 
     try:
         template = training_template(tokenizer, recipe.model.chat_template)
@@ -203,8 +201,6 @@ def say_packing_note(recipe: Recipe, dataset: Any) -> None:
     """Rank 0 says when short rows leave each step small (the launcher has not tokenized)."""
     import os
 
-    from toolkit.train.speed_notes import packing_note
-
     note = packing_note(recipe, [len(ids) for ids in dataset["input_ids"]])
     if note and os.environ.get("RANK", "0") == "0":
         print(f"note: {note}", flush=True)
@@ -224,8 +220,6 @@ def run_session(
     """Train in this process; under torchrun (`plan.distributed`) every rank runs this and only
     rank 0 writes metrics, loss.png and the adapter (checkpoints: rank 0 the model, each rank
     its RNG state, as the Trainer does)."""
-    from toolkit.train import install_stop_handlers
-    from toolkit.train.backend import cuda_available
     from toolkit.train.metrics import (
         MetricsCallback,
         ProgressCallback,
@@ -274,8 +268,6 @@ def run_session(
     if stopper.requested:
         return SessionOutcome(steps, final_loss, True)
     if serving_template is None and recipe.model.chat_template != "auto":
-        from toolkit.templates import NAMED_TEMPLATES
-
         serving_template = NAMED_TEMPLATES[recipe.model.chat_template]
     tokenizer.chat_template = serving_template
     save_adapter(trainer, tokenizer, folder / "adapter", main)
@@ -297,3 +289,12 @@ def save_adapter(trainer: Any, tokenizer: Any, target: Path, main: bool) -> None
         trainer.save_model(str(tmp))  # collective; writes only where args.should_save
         if main:
             tokenizer.save_pretrained(tmp)
+
+
+def install_stop_handlers(stopper: Any) -> dict[int, Any]:
+    """SIGINT/SIGTERM ask the trainer to checkpoint and stop instead of dying mid-step."""
+
+    def request(signum: int, frame: Any) -> None:
+        stopper.requested = True
+
+    return {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}

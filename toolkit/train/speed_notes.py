@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from toolkit.recipe import Recipe
+from toolkit.recipe.schema import Recipe
 
 # Unsloth's fused LoRA kernels (QKV, O, MLP) run only when lora_dropout is 0; otherwise each
 # projection goes through PEFT's plain path. Measured on the 14B shape, seed 004's recipe.

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, TuneserveError
+from toolkit.core.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, TuneserveError
 
 
 def record_error(job_dir: Path, rank: int, message: str, hint: str | None, code: int) -> None:
@@ -32,8 +32,8 @@ def run_rank(job: dict[str, Any], rank: int) -> Any:
         # (on the GPU machine a later import warned that optimizations may not apply).
         import unsloth  # noqa: F401
 
-    from toolkit.quiet import quiet_libraries
-    from toolkit.recipe_loader import load_recipe
+    from toolkit.core.quiet import quiet_libraries
+    from toolkit.recipe.loader import load_recipe
     from toolkit.train.parallel import ParallelPlan
     from toolkit.train.session import run_session
 

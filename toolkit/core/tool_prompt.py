@@ -3,7 +3,7 @@
 A model's own chat template renders `tools` when it can (Qwen3's does). For a template that
 cannot (SmolLM2's, a Llama 3 one), `with_tool_prompt` writes the same words into the messages
 instead: the tool list goes into the system message, earlier calls into the assistant text,
-tool results into user turns. Training (toolkit/templates.py) and the gateway use this one
+tool results into user turns. Training (toolkit/train/templates.py) and the gateway use this one
 module, so a model tuned on tool data is served the prompt it learned.
 """
 

@@ -10,9 +10,9 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from toolkit.artifacts import atomic_write_text
-from toolkit.errors import TuneserveError
-from toolkit.recipe import Recipe
+from toolkit.core.artifacts import atomic_write_text
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.schema import Recipe
 
 Location = tuple[str | int, ...]
 

@@ -1,7 +1,7 @@
 """Chat templates: the tokenizer's own by default, named ones (qwen3, chatml, llama3) when it has none.
 
 Tool conversations render through the template's tools section, or, for a template without
-one, through the tool prompt the gateway serves such models with (serve/tool_prompt.py).
+one, through the tool prompt the gateway serves such models with (toolkit/core/tool_prompt.py).
 
 QWEN3 follows Qwen3's published template: assistant turns after the last user query carry
 `<think>...</think>`, and `enable_thinking=False` at generation time writes an empty think block.
@@ -9,7 +9,7 @@ QWEN3 follows Qwen3's published template: assistant turns after the last user qu
 
 from __future__ import annotations
 
-from serve.tool_prompt import has_tool_turns, renders_tools, with_tool_prompt
+from toolkit.core.tool_prompt import has_tool_turns, renders_tools, with_tool_prompt
 
 QWEN3 = """\
 {%- if tools %}
@@ -163,7 +163,7 @@ def with_tools(
 ) -> tuple[list[dict], list[dict] | None]:
     """(messages, tools) to render a tool conversation with: the template's own tools section
     when it has one, else the tool prompt the gateway writes for such templates when serving
-    (serve/tool_prompt.py), so the model learns the prompt it will be served."""
+    (toolkit/core/tool_prompt.py), so the model learns the prompt it will be served."""
     if not tools and not has_tool_turns(messages):
         return messages, None
     if renders_tools(

@@ -1,7 +1,7 @@
 """The recipe: typed sections whose names and defaults follow Unsloth and TRL (SPEC §4).
 
 Defaults live here and nowhere else. Loading YAML, `--set` overrides and error messages
-with file and line are in `toolkit/recipe_loader.py`.
+with file and line are in `toolkit/recipe/loader.py`.
 """
 
 from __future__ import annotations
@@ -18,26 +18,13 @@ from pydantic import (
     model_validator,
 )
 
-from toolkit.hub import parse_hub_id
+from toolkit.base_models.builtin import BUILTIN_MODELS, BUILTIN_PREFIX
+from toolkit.base_models.hub import parse_hub_id
+from toolkit.core.modes import MODES, Mode
+from toolkit.core.quants import GGUF_QUANTS
 
 PROJECTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-BUILTIN_PREFIX = "builtin:"
 DATA_FORMATS = ("auto", "messages", "sharegpt", "alpaca", "problem_solution", "text")
-GGUF_QUANTS = (
-    "f32",
-    "f16",
-    "bf16",
-    "q8_0",
-    "q6_k",
-    "q5_k_m",
-    "q5_k_s",
-    "q5_0",
-    "q4_k_m",
-    "q4_k_s",
-    "q4_0",
-    "q3_k_m",
-    "q2_k",
-)
 EXPORT_FORMATS = ("lora", "merged16", "merged4", "gguf")
 # transformers' OptimizerNames that make sense for LoRA/QLoRA fine-tuning.
 OPTIMIZERS = (
@@ -57,7 +44,6 @@ OPTIMIZERS = (
     "schedule_free_adamw",
 )
 
-Mode = Literal["thinking", "chat"]
 # Upper bounds catch typos and overflow (a batch of 10**21 is a mistake, not a request).
 PositiveInt = Annotated[int, Field(gt=0, le=10**9)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
@@ -102,8 +88,6 @@ class ModelSection(Section):
     @classmethod
     def _name_exists(cls, value: str, info: ValidationInfo) -> str:
         if value.startswith(BUILTIN_PREFIX):
-            from toolkit.builtin import BUILTIN_MODELS
-
             key = value.removeprefix(BUILTIN_PREFIX)
             if key not in BUILTIN_MODELS:
                 known = ", ".join(BUILTIN_PREFIX + k for k in BUILTIN_MODELS)
@@ -354,7 +338,7 @@ class ServeSection(Section):
     )
     host: str = Field("127.0.0.1", description="the gateway's address; off 127.0.0.1 needs a key")
     port: Annotated[int, Field(ge=1, le=65535)] = Field(8000, description="the gateway's port")
-    mode: Literal["auto", "thinking", "chat"] = Field(
+    mode: Literal[("auto", *MODES)] = Field(  # type: ignore[valid-type]
         "auto", description="default mode; auto = thinking when the template knows enable_thinking"
     )
     api_key: str | None = Field(

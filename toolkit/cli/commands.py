@@ -1,104 +1,14 @@
-"""The `tuneserve` command: a Click group whose commands each parse, call one library function, print.
-
-Commands are imported lazily and their modules import only Click at the top, so
-`tuneserve --help` stays instant; torch and friends load inside the functions that need them.
-"""
+"""The toolkit's commands (init, doctor, train, export, merge, verify, run, demo): each parses,
+calls one library function, prints. `toolkit/cli/main.py` loads them on demand."""
 
 from __future__ import annotations
 
-import importlib
-import json
-import os
-import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from toolkit.errors import EXIT_CODES_HELP, EXIT_INTERNAL, EXIT_INTERRUPTED, TuneserveError
-
-# name -> "module:attribute" of a click.Command; serve/ and evals/ own their commands.
-COMMANDS = {
-    "init": "toolkit.cli:init_command",
-    "doctor": "toolkit.cli:doctor_command",
-    "train": "toolkit.cli:train_command",
-    "export": "toolkit.cli:export_command",
-    "merge": "toolkit.cli:merge_command",
-    "verify": "toolkit.cli:verify_command",
-    "run": "toolkit.cli:run_command",
-    "demo": "toolkit.cli:demo_command",
-    "serve": "serve.cli:serve_command",
-    "eval": "evals.cli:eval_command",
-}
-
-
-class TuneserveGroup(click.Group):
-    """Loads commands on demand and turns TuneserveError into `error:`/`hint:` and an exit code."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = COMMANDS.get(name)
-        if target is None:
-            return None
-        module, attribute = target.split(":")
-        return getattr(importlib.import_module(module), attribute)
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except TuneserveError as exc:
-            if _debug(ctx):
-                raise
-            report_error(exc.message, exc.hint)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
-            raise
-        except Exception as exc:  # a bug, not a user error: one line unless --debug
-            if _debug(ctx):
-                raise
-            report_error(
-                f"internal error: {type(exc).__name__}: {exc}",
-                "rerun with `tuneserve --debug ...` for the traceback and report it",
-            )
-            ctx.exit(EXIT_INTERNAL)
-
-
-def _debug(ctx: click.Context) -> bool:
-    return bool((ctx.obj or {}).get("debug")) or os.environ.get("TUNESERVE_DEBUG") == "1"
-
-
-def report_error(message: str, hint: str | None) -> None:
-    click.echo(f"error: {message}", err=True)
-    if hint:
-        click.echo(f"hint: {hint}", err=True)
-
-
-def print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-@click.group(
-    cls=TuneserveGroup,
-    context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="\b\n" + EXIT_CODES_HELP,
-)
-@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
-@click.version_option(package_name="tuneserve")
-@click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
-    """Fine-tune a chat model, export it, serve it OpenAI-compatible, and eval before/after.
-
-    \b
-    Example:
-      tuneserve init my-project && cd my-project
-      tuneserve run recipe.yaml
-    """
-    ctx.obj = {"debug": debug}
+from toolkit.cli.main import print_json
+from toolkit.core.errors import TuneserveError
 
 
 @click.command("init")
@@ -127,7 +37,7 @@ def doctor_command(as_json: bool) -> None:
     Example:
       tuneserve doctor --json
     """
-    from toolkit.doctor import diagnose, render
+    from toolkit.cli.doctor import diagnose, render
 
     report = diagnose()
     if as_json:
@@ -137,7 +47,7 @@ def doctor_command(as_json: bool) -> None:
 
 
 def load(recipe_path: Path | None, overrides: tuple[str, ...]):
-    from toolkit.recipe_loader import load_recipe
+    from toolkit.recipe.loader import load_recipe
 
     return load_recipe(recipe_path, overrides)
 
@@ -183,14 +93,14 @@ def train_command(
       tuneserve train recipe.yaml --set train.max_steps=60 --backend hf
       tuneserve train recipe.yaml --nproc 2      # 2 GPUs, same global batch
     """
-    from toolkit.train import train
+    from toolkit.pipeline.training import train
 
     if nproc is not None:
         overrides = (*overrides, f"train.nproc={nproc}")
     loaded = load(recipe, overrides)
     echo = (lambda _: None) if as_json else click.echo
-    from toolkit.artifacts import run_dir
-    from toolkit.forgetting import prepare_replay, select_checkpoint
+    from toolkit.core.artifacts import run_dir
+    from toolkit.pipeline.forgetting import prepare_replay, select_checkpoint
 
     folder = run_dir(loaded.run_name)
     result = train(
@@ -238,8 +148,8 @@ def export_command(
     Example:
       tuneserve export my-first-run --format merged16,gguf --quant q4_k_m,q8_0
     """
-    from toolkit.comparison import export_formats, run_engine
-    from toolkit.export import export_run, load_run
+    from toolkit.export.run_export import export_run, load_run
+    from toolkit.pipeline.comparison import export_formats, run_engine
 
     _, recipe = load_run(run)
     done = export_run(
@@ -271,7 +181,7 @@ def merge_command(adapter: Path, save_as: Path, fmt: str, quant: str) -> None:
     Example:
       tuneserve merge --model models/runs/demo/adapter --save_as ./demo-merged --format vllm
     """
-    from toolkit.export import merge_command_impl
+    from toolkit.export.run_export import merge_command_impl
 
     for path in merge_command_impl(adapter, save_as, fmt, quant):
         click.echo(f"wrote {path}")
@@ -286,8 +196,8 @@ def verify_command(run: str) -> None:
     Example:
       tuneserve verify my-first-run
     """
-    from toolkit.artifacts import run_dir, verify_manifest
-    from toolkit.errors import CheckFailed
+    from toolkit.core.artifacts import run_dir, verify_manifest
+    from toolkit.core.errors import CheckFailed
 
     folder = Path(run) if Path(run).is_dir() else run_dir(run)
     if not (folder / "manifest.json").is_file():
@@ -302,7 +212,7 @@ def run_and_report(recipe, backend: str | None, fresh: bool, serve: bool) -> Non
     import signal
     import threading
 
-    from toolkit.pipeline import run_session, serve_api_key, success_message
+    from toolkit.pipeline.run import run_session, serve_api_key, success_message
 
     with run_session(recipe, backend=backend, fresh=fresh, serve=serve) as result:
         report = result.report_dir
@@ -332,7 +242,7 @@ def check_gate(recipe, report_dir: Path) -> None:
         return
     from evals.gate import regressions
     from evals.report import load_report
-    from toolkit.errors import CheckFailed
+    from toolkit.core.errors import CheckFailed
 
     found = regressions(load_report(report_dir / "report.json"), threshold)
     if found:
@@ -370,7 +280,3 @@ def demo_command(serve: bool) -> None:
     """
     demo_recipe = Path(__file__).parent / "demo" / "recipe.yaml"
     run_and_report(load(demo_recipe, ()), None, False, serve)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

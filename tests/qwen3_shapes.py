@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.templates import QWEN3
+from toolkit.train.templates import QWEN3
 
 
 @dataclass(frozen=True)

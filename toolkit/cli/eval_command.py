@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from toolkit.cli.main import print_json
+
 
 @click.command("eval")
 @click.option(
@@ -135,8 +137,7 @@ def eval_command(
     from evals.gate import DEFAULT_MARGIN, regressions
     from evals.judge import JudgeConfig
     from evals.report import load_report, render_markdown
-    from toolkit.cli import print_json
-    from toolkit.errors import CheckFailed, TuneserveError
+    from toolkit.core.errors import CheckFailed, TuneserveError
 
     if api_key_env:
         api_key = os.environ.get(api_key_env)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from toolkit.errors import TuneserveError
-from toolkit.recipe import Recipe
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.schema import Recipe
 
 if TYPE_CHECKING:
     from toolkit.data import PreparedData

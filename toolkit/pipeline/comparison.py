@@ -14,10 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.recipe import Recipe
+from serve.engines import VllmEngine
+from serve.launcher import serve_models
+from toolkit.base_models.builtin import trained_base
+from toolkit.export.run_export import base_gguf, base_gguf_path, run_gguf
+from toolkit.recipe.schema import Recipe
 
 # vLLM's startup (weights, torch.compile, CUDA graphs) takes minutes; engines sharing a GPU
-# load one after another (serve/app.py), so the bound is per engine.
+# load one after another (serve/launcher.py), so the bound is per engine.
 READY_TIMEOUT = {"vllm": 900.0, "llamacpp": 300.0}
 
 
@@ -25,7 +29,6 @@ def run_engine(recipe: Recipe) -> str:
     """The recipe's `serve.engine`; auto: vLLM where CUDA and vLLM are present, else llama.cpp."""
     if recipe.serve.engine != "auto":
         return recipe.serve.engine
-    from serve.engines import VllmEngine
 
     return "vllm" if VllmEngine.available() else "llamacpp"
 
@@ -58,9 +61,6 @@ class ServePlan:
 
 def serve_plan(recipe: Recipe, folder: Path, engine: str) -> ServePlan:
     """Base and tuned for `engine` (the files must exist: see `prepare_base`)."""
-    from toolkit.builtin import trained_base
-    from toolkit.export import base_gguf_path, run_gguf
-
     base = trained_base(folder, recipe.model.name)
     if engine == "llamacpp":
         quant = recipe.export.quant[0]
@@ -76,9 +76,6 @@ def serve_plan(recipe: Recipe, folder: Path, engine: str) -> ServePlan:
 def prepare_base(recipe: Recipe, folder: Path, engine: str) -> None:
     """The base in the served format: a GGUF of the eval quant for llama.cpp (made once)."""
     if engine == "llamacpp":
-        from toolkit.builtin import trained_base
-        from toolkit.export import base_gguf
-
         base_gguf(trained_base(folder, recipe.model.name), recipe.export.quant[0])
 
 
@@ -104,10 +101,8 @@ class RunServer:
         return serve_plan(self.recipe, self.folder, self.engine)
 
     def start(self) -> Any:
-        """The running `serve.app.Served`, started on first use."""
+        """The running `serve.launcher.Served`, started on first use."""
         if self.served is None:
-            from serve.app import serve_models
-
             serve = self.recipe.serve
             key = serve_api_key(self.recipe)
             where = {"host": serve.host, "port": serve.port, "api_key": key}

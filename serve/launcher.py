@@ -1,6 +1,6 @@
-"""Start engines and the gateway together: `serve_models()` for programs, `run_forever()` for the CLI.
+"""Start engines and the gateway together (the launcher of serving): `serve_models()` for programs, `run_forever()` for the CLI.
 
-from serve.app import serve_models
+from serve.launcher import serve_models
 
 with serve_models(["base=models/base/x.gguf", "tuned=models/runs/r/gguf/r-q4_k_m.gguf"]) as s:
     client = openai.OpenAI(base_url=s.base_url, api_key=s.api_key or "none")
@@ -24,11 +24,16 @@ from pathlib import Path
 
 from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
 from serve.engines.base import Engine
+from serve.gateway import Gateway
 from serve.identity import model_identity
-from serve.modes import Mode, default_mode, template_knows_thinking
+from serve.model_route import ModelRoute
+from serve.page import find_report_dir
 from serve.replicas import Replica, ReplicaPool, ScaleOut, device_groups
+from serve.supervisor import Supervisor
 from serve.upstream import READ_TIMEOUT
-from toolkit.errors import TuneserveError
+from toolkit.core.artifacts import models_dir
+from toolkit.core.errors import TuneserveError
+from toolkit.core.modes import Mode, default_mode, template_knows_thinking
 
 
 @dataclass(frozen=True)
@@ -216,13 +221,10 @@ def _engine_route(
     scale: ScaleOut,
     log_dir: Path,
     ready_timeout: float,
-):  # noqa: ANN202 (ModelRoutes; serve.gateway is imported lazily)
+) -> list[ModelRoute]:
     """One engine, or `scale.replicas` engines pooled behind the model's name; each adapter
     it carries is one more route to the same engines, under the adapter's own name (vLLM
     answers to the LoRA module's name in `model`)."""
-    from serve.gateway import ModelRoute
-    from serve.supervisor import Supervisor
-
     groups = device_groups(scale.replicas, scale.gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
     engines = [_make_engine(source, engine, scale, devices) for devices in groups]
     logs = [log_dir / f"{source.name}.log"] if len(engines) == 1 else []
@@ -262,9 +264,9 @@ def _engine_route(
     ]
 
 
-def _supervisors(routes: list) -> list:
+def _supervisors(routes: list[ModelRoute]) -> list[Supervisor]:
     """Every engine's supervisor once (an adapter's route shares its base model's engines)."""
-    found: dict[int, object] = {}
+    found: dict[int, Supervisor] = {}
     for route in routes:
         owned = route.pool.supervisors if route.pool is not None else [route.supervisor]
         found.update((id(s), s) for s in owned if s is not None)
@@ -286,9 +288,7 @@ def _routes(
     log_dir: Path,
     ready_timeout: float,
     scale: ScaleOut,
-) -> list:
-    from serve.gateway import ModelRoute
-
+) -> list[ModelRoute]:
     routes = []
     started = [source for source in sources if source.url is None]
     vllm = sum(_engine_kind(source, engine) == "vllm" for source in started)
@@ -368,9 +368,6 @@ def serve_models(
     """
     import uvicorn
 
-    from serve.gateway import Gateway
-    from serve.page import find_report_dir
-
     check_bind(host, api_key)
     if report_dir is not None:
         report_dir = find_report_dir(Path(report_dir))
@@ -389,8 +386,6 @@ def serve_models(
     if len(set(names)) != len(names):
         raise TuneserveError(f"two models share a name: {names}", "name them with NAME=PATH")
     if log_dir is None:
-        from toolkit.artifacts import models_dir
-
         log_dir = models_dir() / "logs" / "serve"
     with ExitStack() as stack:
         scale = ScaleOut(replicas, gpus, pipeline_parallel)

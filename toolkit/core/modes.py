@@ -7,10 +7,10 @@ the gateway applies it. Nothing else may hard-code these numbers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 Mode = Literal["thinking", "chat"]
-MODES: tuple[Mode, ...] = ("thinking", "chat")
+MODES: tuple[Mode, ...] = get_args(Mode)  # the one spelling of the modes: Mode's
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from toolkit.recipe import Recipe
+from toolkit.base_models.prequantized import is_prequantized_4bit
+from toolkit.recipe.schema import Recipe
+from toolkit.train.checkpointing import activation_bytes, choose_checkpointing, free_gpu_bytes
 
 
 def load_unsloth(recipe: Recipe, model_path: Path) -> tuple[Any, Any]:
     from unsloth import FastLanguageModel  # noqa: I001  (must precede transformers/trl use)
-
-    from toolkit.prequantized import is_prequantized_4bit
 
     model_cfg, lora = recipe.model, recipe.lora
     dtype = None if model_cfg.dtype == "auto" else _torch_dtype(model_cfg.dtype)
@@ -52,8 +52,6 @@ def load_unsloth(recipe: Recipe, model_path: Path) -> tuple[Any, Any]:
 def resolve_checkpointing(recipe: Recipe, config: Any) -> bool | str:
     """`auto` becomes recompute or offload from the memory the loaded model left free; the
     choice is printed, since it decides both speed and peak memory."""
-    from toolkit.train.checkpointing import activation_bytes, choose_checkpointing, free_gpu_bytes
-
     setting = recipe.lora.use_gradient_checkpointing
     if setting != "auto":
         return setting

@@ -1,10 +1,12 @@
-"""`tuneserve serve`: parse, call serve.app.run_forever, nothing else."""
+"""`tuneserve serve`: parse, call serve.launcher.run_forever, nothing else."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+from toolkit.core.modes import MODES
 
 
 @click.command(
@@ -43,7 +45,7 @@ Embeddings: tuneserve serve tuned=x.gguf --embeddings embed=x.gguf (POST /v1/emb
 )
 @click.option(
     "--mode",
-    type=click.Choice(["thinking", "chat"]),
+    type=click.Choice(MODES),
     default=None,
     help="Default mode (else: thinking when the template knows enable_thinking, else chat).",
 )
@@ -149,8 +151,8 @@ def serve_command(
 ) -> None:
     """Serve MODEL... (GGUF files or merged16 folders, optionally NAME=PATH) behind an
     OpenAI-compatible gateway with per-mode sampling defaults."""
-    from serve.app import run_forever
-    from toolkit.errors import TuneserveError
+    from serve.launcher import run_forever
+    from toolkit.core.errors import TuneserveError
 
     if name is not None:
         if len(models) != 1:

@@ -6,16 +6,16 @@ the one target with cmake, and keep the binary under ~/.cache/tuneserve/llama-se
 naming the version and this CPU (the build uses -march=native). `make install` runs this once;
 later runs, CI included, find the cached binary and return at once.
 
-    python -m serve.engines.build_llama_server [--jobs N] [--nice 10] [--print-path]
+    python tools/build_llama_server.py [--jobs N] [--nice 10] [--print-path]
+
+An install-time tool, outside the installed packages; serving only looks the binary up
+(serve/engines/llama_server_cache.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -24,9 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from toolkit.errors import TuneserveError
+# The repo root, so `python tools/build_llama_server.py` imports this checkout's packages.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-PACKAGE = "llama-cpp-python"
+from serve.engines.llama_server_cache import PACKAGE, cached_binary, installed_version  # noqa: E402
+from toolkit.core.errors import TuneserveError  # noqa: E402
+
 # Offline and self-contained: no HTTPS/curl model downloads, no web UI fetched at build time,
 # static libraries so the one cached file is the whole server.
 CMAKE_FLAGS = [
@@ -40,54 +43,6 @@ CMAKE_FLAGS = [
     "-DBUILD_SHARED_LIBS=OFF",
     "-DGGML_NATIVE=ON",
 ]
-
-
-def installed_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version(PACKAGE)
-    except PackageNotFoundError:
-        raise TuneserveError(
-            f"{PACKAGE} is not installed, so there is no llama.cpp source version to build",
-            "run `make install` (or pip install llama-cpp-python) first",
-        ) from None
-
-
-def _cpu_tag() -> str:
-    """Short hash of the CPU's feature flags: a -march=native binary runs only where they match."""
-    flags = platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features")):
-                flags += line.split(":", 1)[1]
-                break
-    return hashlib.sha256(flags.encode()).hexdigest()[:10]
-
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(os.environ.get("TUNESERVE_CACHE", Path(base) / "tuneserve"))
-
-
-def cached_binary(version: str | None = None) -> Path:
-    """Where the binary for `version` (default: the installed one) on this CPU lives."""
-    version = version or installed_version()
-    return (
-        cache_root()
-        / "llama-server"
-        / f"{version}-{platform.system().lower()}-{_cpu_tag()}"
-        / "llama-server"
-    )
-
-
-def find_cached() -> Path | None:
-    """The cached binary of the installed llama-cpp-python version, if it was built."""
-    try:
-        path = cached_binary()
-    except TuneserveError:
-        return None
-    return path if os.access(path, os.X_OK) else None
 
 
 def _run(argv: list[str], log: Path, nice: int) -> None:

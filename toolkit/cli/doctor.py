@@ -8,7 +8,7 @@ import platform
 import shutil
 from typing import Any
 
-from toolkit.artifacts import models_dir
+from toolkit.core.artifacts import models_dir
 
 PACKAGES = (
     "torch",
@@ -71,7 +71,7 @@ def llama_server() -> dict[str, Any]:
         "native": False,
         "path": None,
         "why": "no native llama-server on PATH, in $TUNESERVE_LLAMA_SERVER or in the build cache "
-        "(`python -m serve.engines.build_llama_server` builds one offline; `make install` does)",
+        "(`python tools/build_llama_server.py` builds one offline; `make install` does)",
     }
 
 

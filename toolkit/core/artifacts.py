@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 MODELS_DIR_ENV = "TUNESERVE_MODELS_DIR"
 BASE_DIR_ENV = "TUNESERVE_BASE_DIR"

@@ -6,8 +6,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import TuneserveError
-from toolkit.recipe import Recipe
+from toolkit.base_models.prequantized import is_prequantized_4bit
+from toolkit.core.errors import TuneserveError
+from toolkit.recipe.schema import Recipe
 
 
 def torch_dtype(name: str, cuda: bool) -> Any:
@@ -80,8 +81,6 @@ def load_hf(recipe: Recipe, model_path: Path, cuda: bool) -> tuple[Any, Any]:
     import torch
     from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from toolkit.prequantized import is_prequantized_4bit
 
     dtype = torch_dtype(recipe.model.dtype, cuda)
     # A folder saved in 4-bit (unsloth/...-bnb-4bit) brings its own quantization config.

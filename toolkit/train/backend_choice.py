@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from toolkit.errors import TuneserveError
+from toolkit.core.errors import TuneserveError
 
 
 @dataclass(frozen=True)

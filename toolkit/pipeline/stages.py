@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import read_manifest, sha256_file, sha256_text, update_manifest
-from toolkit.recipe import Recipe
-from toolkit.run_progress import StageStatus
+from toolkit.core.artifacts import read_manifest, sha256_file, sha256_text, update_manifest
+from toolkit.pipeline.progress import StageStatus
+from toolkit.recipe.schema import Recipe
 
 
 def inputs_hash(*parts: Any) -> str:

@@ -2,7 +2,7 @@
 
 It is materialized once as a plain HF model under models/base/ so every backend can train it
 without a network or a model hub. `resolve_model` turns any `model.name` (this builtin, a local
-folder, a Hub id through toolkit/hub.py) into the folder training and export read.
+folder, a Hub id through toolkit/base_models/hub.py) into the folder training and export read.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import (
+from toolkit.base_models.hub import download, parse_hub_id, snapshot_commit
+from toolkit.core.artifacts import (
     atomic_dir,
     base_models_dir,
     file_lock,
@@ -22,9 +23,9 @@ from toolkit.artifacts import (
     update_manifest,
     verify_manifest,
 )
-from toolkit.errors import TuneserveError
-from toolkit.hub import download, parse_hub_id, snapshot_commit
-from toolkit.recipe import BUILTIN_PREFIX
+from toolkit.core.errors import TuneserveError
+
+BUILTIN_PREFIX = "builtin:"  # model.name of an embedded model: builtin:<key of BUILTIN_MODELS>
 
 
 @dataclass(frozen=True)

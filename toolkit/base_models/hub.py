@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.artifacts import is_disk_full
-from toolkit.errors import TuneserveError
+from toolkit.core.artifacts import is_disk_full
+from toolkit.core.errors import TuneserveError
 
 # What transformers, PEFT, tokenizers and llama.cpp's converter read from a model folder.
 # Not .bin/.pth/.gguf/.onnx/.h5 weights: only safetensors are trained and exported here.

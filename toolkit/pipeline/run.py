@@ -1,11 +1,11 @@
 """`tuneserve run`: train -> export -> serve base and tuned -> eval before/after -> report.
 
-Each stage records the hash of its inputs in the run's manifest (toolkit/stages.py); a re-run
+Each stage records the hash of its inputs in the run's manifest (toolkit/pipeline/stages.py); a re-run
 skips stages whose inputs did not change, so a changed learning rate retrains and a new quant
 only re-exports. `tuneserve train` records its stage too, and exports are reused when they
 were made from the same adapter, so `train` or `export` then `run` redo nothing.
 Training runs in child processes (toolkit/train/launcher.py); the eval asks the engines that
-`run --serve` then keeps serving (toolkit/comparison.py).
+`run --serve` then keeps serving (toolkit/pipeline/comparison.py).
 """
 
 from __future__ import annotations
@@ -18,12 +18,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from toolkit.artifacts import read_manifest
-from toolkit.artifacts import run_dir as run_folder
-from toolkit.comparison import RunServer, ServePlan, export_formats, prepare_base, serve_api_key
-from toolkit.recipe import Recipe
-from toolkit.run_progress import RunProgress, StageStatus
-from toolkit.stages import (
+from evals.api import run_eval
+from serve.launcher import check_bind
+from toolkit.base_models.builtin import resolve_model
+from toolkit.base_models.hub import snapshot_commit
+from toolkit.core.artifacts import atomic_write_text, read_manifest
+from toolkit.core.artifacts import run_dir as run_folder
+from toolkit.export.run_export import export_run, run_gguf
+from toolkit.pipeline.comparison import (
+    RunServer,
+    ServePlan,
+    export_formats,
+    prepare_base,
+    serve_api_key,
+)
+from toolkit.pipeline.forgetting import prepare_replay, select_checkpoint
+from toolkit.pipeline.progress import RunProgress, StageStatus
+from toolkit.pipeline.stages import (
     Stage,
     StageOutcome,
     inputs_hash,
@@ -33,6 +44,9 @@ from toolkit.stages import (
     stage_record,
     train_inputs,
 )
+from toolkit.pipeline.training import train
+from toolkit.recipe.schema import Recipe
+from toolkit.train.backend_choice import backend_name
 
 # Eval settings that change no answer and no score: changing them does not re-run the eval.
 EVAL_KEYS_IGNORED = ("fail_on_regression", "concurrency")
@@ -44,7 +58,7 @@ class RunResult:
     outcomes: list[StageOutcome] = field(default_factory=list)
     report_dir: Path | None = None
     plan: ServePlan | None = None
-    served: Any = None  # serve.app.Served while `run --serve` serves
+    served: Any = None  # serve.launcher.Served while `run --serve` serves
 
     @property
     def seconds(self) -> dict[str, float]:
@@ -118,8 +132,6 @@ def export_status(folder: Path, formats: list[str], quants: list[str]) -> StageS
 
 
 def exports_present(folder: Path, formats: list[str], quants: list[str]) -> bool:
-    from toolkit.export import run_gguf
-
     wanted = [folder / "adapter" / "adapter_config.json"]
     if "merged16" in formats:
         wanted.append(folder / "merged16" / "config.json")
@@ -131,10 +143,6 @@ def exports_present(folder: Path, formats: list[str], quants: list[str]) -> bool
 def build_stages(
     recipe: Recipe, folder: Path, server: RunServer, *, backend: str | None, fresh: bool
 ) -> list[Stage]:
-    from toolkit.builtin import resolve_model
-    from toolkit.hub import snapshot_commit
-    from toolkit.train.backend import backend_name
-
     chosen = backend_name(backend or recipe.train.backend, recipe.train.nproc)
     engine = server.engine
     formats = export_formats(recipe, engine)
@@ -147,16 +155,12 @@ def build_stages(
     eval_status = StageStatus("starting")
 
     def do_train(log: Callable[[str], None]) -> dict[str, Any]:
-        from toolkit.train import train
-
         # Resume a killed attempt only if it trained with the same inputs; otherwise start over.
         marker = folder / "train-inputs.txt"
         resume = not fresh and marker.is_file() and marker.read_text() == trained
         folder.mkdir(parents=True, exist_ok=True)
-        from toolkit.artifacts import atomic_write_text
 
         atomic_write_text(marker, trained)
-        from toolkit.forgetting import prepare_replay, select_checkpoint
 
         result = train(
             recipe,
@@ -177,13 +181,9 @@ def build_stages(
         }
 
     def do_export(log: Callable[[str], None]) -> dict[str, Any]:
-        from toolkit.export import export_run
-
         return {"exported": export_run(folder, formats, quants)}
 
     def do_eval(log: Callable[[str], None]) -> dict[str, Any]:
-        from evals.api import run_eval
-
         if engine == "llamacpp":
             eval_status.doing = f"preparing the base model as gguf {quants[0]}"
         prepare_base(recipe, folder, engine)
@@ -263,8 +263,6 @@ def run_session(
     """
     folder = run_folder(recipe.run_name)
     if serve:
-        from serve.app import check_bind
-
         check_bind(recipe.serve.host, serve_api_key(recipe))  # before minutes of training
     with ExitStack() as stack:
         server = RunServer(recipe, folder, stack, public=serve)
