@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, Field
-from toolkit.recipe_loader import load_recipe
 
+from toolkit.recipe.loader import load_recipe
 from toolkit.recipe.schema import Recipe, Section
 from toolkit.starter import starter_recipe, undescribed_fields, write_starter
 
