@@ -240,13 +240,15 @@ def _engine_route(
             for i, (built, supervisor) in enumerate(zip(engines, supervisors, strict=True))
         ]
         pool = ReplicaPool(source.name, replicas)
+        for replica, supervisor in zip(replicas, supervisors, strict=True):
+            supervisor.keep_pointed(replica)
     built = engines[0]
     template = built.chat_template()
     bodies = _adapter_bodies(source, built)
     assert source.path is not None
     identities = [model_identity(source.path)]
     identities += [model_identity(source.path, (adapter,)) for _, adapter in source.adapters]
-    return [
+    routes = [
         ModelRoute(
             name,
             built.base_url,
@@ -262,6 +264,10 @@ def _engine_route(
         )
         for name, identity in zip(source.served_names, identities, strict=True)
     ]
+    for route in routes:
+        if route.supervisor is not None:
+            route.supervisor.keep_pointed(route)
+    return routes
 
 
 def _supervisors(routes: list[ModelRoute]) -> list[Supervisor]:

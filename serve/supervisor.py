@@ -12,9 +12,11 @@ import time
 import urllib.error
 import urllib.request
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
-from serve.engines.base import Engine, EngineError
+from serve.engines.base import Engine, EngineError, free_port
 from toolkit.core.orphans import die_with_parent
 
 
@@ -25,6 +27,12 @@ def last_lines(path: Path, count: int = 20) -> str:
             return "".join(deque(handle, maxlen=count)).rstrip()
     except OSError:
         return "(no log)"
+
+
+# What engines log when their port was taken between free_port() and their bind: llama-server
+# (cpp-httplib), then vLLM and llama-cpp-python's server (uvicorn, or Python's own OSError).
+PORT_TAKEN = ("couldn't bind http server socket", "address already in use")
+PORT_ATTEMPTS = 3  # starts on fresh ports before a lost port is reported like any other exit
 
 
 def _is_ready(url: str, api_key: str | None) -> bool:
@@ -38,12 +46,19 @@ def _is_ready(url: str, api_key: str | None) -> bool:
         return False
 
 
+class PointsAtAnEngine(Protocol):
+    upstream: str  # the engine's base URL (a ModelRoute, a Replica)
+
+
 class Supervisor:
     """Keeps one engine process alive.
 
     `start()` returns once the engine answers its readiness URL, or raises EngineError quoting
     the log. A watcher thread restarts a crashed engine with exponential backoff (1 s .. 30 s)
     until `stop()`. `ready` tells the gateway whether to answer 503 right away.
+
+    An engine that exits because another process took its port is started again on a fresh
+    port; what `keep_pointed` was given follows it there.
     """
 
     def __init__(
@@ -66,6 +81,8 @@ class Supervisor:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
+        self._log_offset = 0  # where this start's lines begin in the log
+        self._on_new_port: list[Callable[[str, str], None]] = []
 
     @property
     def pid(self) -> int | None:
@@ -101,6 +118,7 @@ class Supervisor:
         with self._lock, self.log_path.open("ab") as log:
             log.write(f"\n--- start: {' '.join(argv)}\n".encode())
             log.flush()
+            self._log_offset = log.tell()
             try:
                 self._process = subprocess.Popen(
                     argv,
@@ -122,8 +140,15 @@ class Supervisor:
         deadline = time.monotonic() + self.ready_timeout
         process = self._process
         assert process is not None
+        fresh_ports = PORT_ATTEMPTS
         while time.monotonic() < deadline and not self._stopping.is_set():
             if process.poll() is not None:
+                if fresh_ports and self._lost_its_port():
+                    fresh_ports -= 1
+                    self._move_to_fresh_port()
+                    process = self._process
+                    assert process is not None
+                    continue
                 raise EngineError(
                     f"{self.engine.kind} engine for {self.engine.name!r} exited with code "
                     f"{process.returncode} before it was ready; its log ends with:\n"
@@ -140,6 +165,33 @@ class Supervisor:
             f"{self.ready_timeout:.0f} s; its log ends with:\n{last_lines(self.log_path)}",
             f"full log: {self.log_path}; a larger model may need a longer --ready-timeout",
         )
+
+    def keep_pointed(self, target: PointsAtAnEngine) -> None:
+        """Move `target.upstream` along when the engine has to start on a fresh port, unless
+        something else was put there in between (a test's recording proxy)."""
+
+        def follow(old: str, new: str) -> None:
+            if target.upstream == old:
+                target.upstream = new
+
+        self._on_new_port.append(follow)
+
+    def _lost_its_port(self) -> bool:
+        """Whether the last start's log says the port was already taken."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                started = log.read().decode(errors="replace").lower()
+        except OSError:
+            return False
+        return any(mark in started for mark in PORT_TAKEN)
+
+    def _move_to_fresh_port(self) -> None:
+        old = self.engine.base_url
+        self.engine.port = free_port(self.engine.host)
+        for follow in self._on_new_port:
+            follow(old, self.engine.base_url)
+        self._spawn()
 
     def _watch(self) -> None:
         backoff = 1.0

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import secrets
 import socket
+import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -18,11 +20,26 @@ class EngineError(TuneserveError):
     """An engine failed to start or died; the message quotes its last log lines."""
 
 
+# Ports this process handed out lately. An engine binds its port only once it is running, so
+# the OS would happily give the same free port to the next engine started beside it (seen in
+# CI: base and tuned engines of one run, one of them then "couldn't bind").
+_handed_out: deque[int] = deque(maxlen=1024)
+_handing_out = threading.Lock()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
+    """A TCP port nobody listens on right now (the OS picks it), and none this process handed
+    out lately. Another process can still take it before the engine binds it: the supervisor
+    then starts the engine again on a fresh one (serve/supervisor.py)."""
+    with _handing_out:
+        for _ in range(64):  # a few draws suffice unless the OS has almost no ports left
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind((host, 0))
+                port = sock.getsockname()[1]
+            if port not in _handed_out:
+                break
+        _handed_out.append(port)
+        return port
 
 
 def new_engine_key() -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
+from serve.engines import LlamaCppEngine, VllmEngine, free_port, pick_engine
 from serve.engines.vllm import lora_rank_bound
 from toolkit.core.errors import TuneserveError
 from toolkit.train.templates import CHATML, QWEN3
@@ -208,3 +208,10 @@ def test_pick_engine(base_gguf, tmp_path):
     with pytest.raises(TuneserveError, match="not one"):
         pick_engine(str(tmp_path), "llamacpp")
     assert pick_engine(str(tmp_path), "vllm") == "vllm"
+
+
+def test_free_port_never_hands_out_one_port_twice():
+    # Engines bind their ports only once loaded, so without memory the OS gives the same free
+    # port again (a thousand draws from ~14k ports: dozens of repeats)
+    ports = [free_port() for _ in range(1000)]
+    assert len(set(ports)) == len(ports)

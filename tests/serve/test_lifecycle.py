@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,32 @@ def test_an_engine_that_cannot_start_is_reported_with_its_log(tmp_path):
     assert "exited with code" in caught.value.message
     assert "broken.gguf" in caught.value.message  # quoted from the engine's own log
     supervisor.stop()
+
+
+def squat(port: int) -> socket.socket:
+    """Listen on `port` as another program would, so an engine cannot bind it."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past a killed engine's TIME_WAIT
+    sock.bind(("127.0.0.1", port))
+    sock.listen()
+    return sock
+
+
+def test_an_engine_whose_port_was_taken_starts_on_a_fresh_one(tmp_path, base_gguf):
+    port = free_port()
+    engine = LlamaCppEngine("smol", base_gguf, port=port)
+    supervisor = Supervisor(engine, tmp_path / "smol.log", restart=False)
+    with squat(port):
+        try:
+            supervisor.start()
+            assert engine.port != port
+            models = httpx.get(
+                engine.readiness_url, headers={"Authorization": f"Bearer {engine.api_key}"}
+            )
+            assert models.status_code == 200
+        finally:
+            supervisor.stop()
+    assert supervisor.log_path.read_text().count("--- start:") == 2
 
 
 def test_a_non_loopback_bind_needs_an_api_key(base_gguf):
@@ -90,6 +117,22 @@ def test_crash_gives_503_then_the_engine_is_restarted(own_gateway):
     reply = client.chat.completions.create(model="smol", messages=HI, max_tokens=2)
     assert reply.choices[0].message.content is not None
     assert httpx.get(f"{served.root_url}/health").status_code == 200
+
+
+def test_a_restart_whose_port_was_taken_meanwhile_moves_the_route_along(own_gateway):
+    served = own_gateway
+    client = openai.OpenAI(base_url=served.base_url, api_key="none", max_retries=0)
+    supervisor = served.supervisors["smol"]
+    old_port, restarts = supervisor.engine.port, supervisor.restarts
+    supervisor.kill()
+    with squat(old_port):  # taken while the engine was down (the restart waits 1 s)
+        deadline = time.monotonic() + 120
+        while not supervisor.ready and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert supervisor.ready and supervisor.restarts == restarts + 1
+        assert supervisor.engine.port != old_port
+        reply = client.chat.completions.create(model="smol", messages=HI, max_tokens=2)
+        assert reply.choices[0].message.content is not None
 
 
 def test_sigterm_of_tuneserve_serve_leaves_no_process(base_gguf, tmp_path):
