@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from serve.engines import LlamaCppEngine, VllmEngine, pick_engine
-from serve.engines.base import Engine
+from serve.engines.base import Engine, keep_free
 from serve.gateway import Gateway
 from serve.identity import model_identity
 from serve.model_route import ModelRoute
@@ -393,6 +393,8 @@ def serve_models(
         raise TuneserveError(f"two models share a name: {names}", "name them with NAME=PATH")
     if log_dir is None:
         log_dir = models_dir() / "logs" / "serve"
+    if port:
+        keep_free(port)
     with ExitStack() as stack:
         scale = ScaleOut(replicas, gpus, pipeline_parallel)
         routes = _routes(sources, engine, mode, stack, log_dir, ready_timeout, scale)

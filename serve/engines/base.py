@@ -42,6 +42,12 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def keep_free(port: int) -> None:
+    """Never hand out `port` to an engine: the gateway binds it only after its engines are up."""
+    with _handing_out:
+        _handed_out.append(port)
+
+
 def new_engine_key() -> str:
     """A fresh random key per engine: only the gateway that started it knows it."""
     return secrets.token_urlsafe(32)

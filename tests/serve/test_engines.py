@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
 
+import serve.engines.base
 from serve.engines import LlamaCppEngine, VllmEngine, free_port, pick_engine
+from serve.engines.base import keep_free
 from serve.engines.vllm import lora_rank_bound
 from toolkit.core.errors import TuneserveError
 from toolkit.train.templates import CHATML, QWEN3
@@ -215,3 +218,32 @@ def test_free_port_never_hands_out_one_port_twice():
     # port again (a thousand draws from ~14k ports: dozens of repeats)
     ports = [free_port() for _ in range(1000)]
     assert len(set(ports)) == len(ports)
+
+
+def test_free_port_skips_the_gateways_own_port(monkeypatch):
+    # The OS cannot be made to offer a given port, so its answers are scripted: the gateway's
+    # port first (nobody has bound it yet), then another
+    with socket.socket() as sock:  # a port as `serve --port` names it, not from free_port
+        sock.bind(("127.0.0.1", 0))
+        gateway_port = sock.getsockname()[1]
+    offers = iter([gateway_port, gateway_port + 1])
+
+    class Offered:
+        def __init__(self, *args):
+            self.port = next(offers)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, address):
+            pass
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    keep_free(gateway_port)
+    monkeypatch.setattr(serve.engines.base.socket, "socket", Offered)
+    assert free_port() == gateway_port + 1
