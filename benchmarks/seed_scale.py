@@ -78,41 +78,38 @@ SEED_000 = {
         "optim": "adamw_8bit",
     },
 }
+
+
+def merged(base: dict, changes: dict) -> dict:
+    """`base` with each section updated by `changes` (a recipe and what a config changes)."""
+    out = {key: dict(value) for key, value in base.items()}
+    for section, values in changes.items():
+        out.setdefault(section, {}).update(values)
+    return out
+
+
+# What the results file recommends for seed 004: dropout 0, checkpointing auto, packing.
+TUNED = {
+    "lora": {"lora_dropout": 0.0, "use_gradient_checkpointing": "auto"},
+    "train": {"packing": True},
+}
+OFFLOAD = {"lora": {"use_gradient_checkpointing": "unsloth"}}
 CONFIGS = {  # name: (seed, changes, what it shows)
     "004-as-written": (SEED_004, {}, "seed 004 as written (recompute, dropout 0.05, no packing)"),
-    "004-tuned": (
-        SEED_004,
-        {
-            "lora": {"lora_dropout": 0.0, "use_gradient_checkpointing": "auto"},
-            "train": {"packing": True},
-        },
-        "dropout 0, checkpointing auto, packing",
-    ),
-    "004-offload": (
-        SEED_004,
-        {"lora": {"use_gradient_checkpointing": "unsloth"}},
-        "seed 004 with offloaded checkpointing (the memory floor)",
-    ),
+    "004-tuned": (SEED_004, TUNED, "dropout 0, checkpointing auto, packing"),
+    "004-offload": (SEED_004, OFFLOAD, "seed 004 with offloaded checkpointing (the memory floor)"),
     "004-dropout0": (SEED_004, {"lora": {"lora_dropout": 0.0}}, "seed 004 with dropout 0 only"),
     "004-packing": (SEED_004, {"train": {"packing": True}}, "seed 004 with packing only"),
     "004-tuned-offload": (
         SEED_004,
-        {
-            "lora": {"lora_dropout": 0.0, "use_gradient_checkpointing": "unsloth"},
-            "train": {"packing": True},
-        },
+        merged(TUNED, OFFLOAD),
         "dropout 0, offloaded checkpointing, packing",
     ),
     "004-tuned-b4": (
         SEED_004,
-        {
-            "lora": {"lora_dropout": 0.0, "use_gradient_checkpointing": "auto"},
-            "train": {
-                "packing": True,
-                "per_device_train_batch_size": 4,
-                "gradient_accumulation_steps": 2,
-            },
-        },
+        merged(
+            TUNED, {"train": {"per_device_train_batch_size": 4, "gradient_accumulation_steps": 2}}
+        ),
         "tuned, micro-batch 4 x 2 (same global batch)",
     ),
     "000-as-written": (SEED_000, {}, "seed 000 as written (offload, no packing)"),
@@ -175,13 +172,6 @@ def token_lengths(data: list[dict], tokenizer_dir: Path) -> list[int]:
         text = tokenizer.apply_chat_template(messages, tokenize=False, chat_template=QWEN3)
         lengths.append(len(tokenizer(text)["input_ids"]))
     return lengths
-
-
-def merged(base: dict, changes: dict) -> dict:
-    out = {key: dict(value) for key, value in base.items()}
-    for section, values in changes.items():
-        out.setdefault(section, {}).update(values)
-    return out
 
 
 def recipe_text(config: str, model: Path, data: Path, steps: int) -> str:
