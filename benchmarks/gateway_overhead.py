@@ -36,7 +36,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from serve.launcher import ModelSource, serve_models  # noqa: E402
+from serve.launcher import serve_models  # noqa: E402
+from serve.model_source import ModelSource
 from toolkit.core.modes import SAMPLING  # noqa: E402
 
 PROMPT = "<|im_start|>user\nWrite a short story about a cat.<|im_end|>\n<|im_start|>assistant\n"

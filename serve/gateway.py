@@ -10,7 +10,6 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,23 +28,20 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
 from serve.embeddings import embeddings_route
-from serve.engines.llamacpp import chat_to_completion, completion_to_chat
+from serve.engine_request import EngineRequest, engine_request
+from serve.engines.llamacpp import completion_to_chat
 from serve.fanout import fan_out
-from serve.legacy_completions import LegacyShape
 from serve.model_list import get_model, list_models
 from serve.model_route import ModelRoute
 from serve.page import page_routes
 from serve.protocol import (
     MAX_BODY_BYTES,
     GatewayError,
-    check_engine_takes,
     cors_app,
     engine_error,
     error_response,
-    legacy_shape,
     upstream_error,
     upstream_status,
-    validate_request,
 )
 from serve.reasoning import split_chat_response
 from serve.request_body import read_json_body
@@ -58,31 +54,11 @@ from serve.streaming import (
     wait_disconnect,
 )
 from serve.tool_calls import parse_response
-from serve.tools import completion_grammar, read_tool_plan, shape_for_engine
 from serve.upstream import READ_TIMEOUT, UpstreamError, UpstreamPool, UpstreamResponse
-from toolkit.core.modes import Mode, apply_defaults, resolve_mode, split_alias
 
 logger = logging.getLogger(__name__)
 # The hot path: these skip Starlette's routing and middleware (see Gateway.__call__).
 _COMPLETION_PATHS = {"/v1/chat/completions": True, "/v1/completions": False}
-
-
-@dataclass
-class _Prepared:
-    route: ModelRoute
-    path: str
-    body: dict
-    mode: Mode
-    headers: dict[str, str]
-    chat: bool
-    rendered: bool = False
-    in_reasoning: bool = False
-    thinking_closed: bool = False
-    upstream: str | None = None  # the replica picked for this request (else route.upstream)
-    upstream_key: str | None = None  # that replica's own engine key (else route.upstream_key)
-    payload: bytes = b""  # the body as sent to the engine, encoded once in _prepare
-    parse_tools: bool = False  # the gateway turns `<tool_call>` text into tool_calls
-    legacy: LegacyShape | None = None  # completions reshaped as OpenAI's (llama-server)
 
 
 class Gateway:
@@ -248,7 +224,7 @@ class Gateway:
         or an OpenAI-shaped error. Other endpoints (serve/responses.py) call it too."""
         started = time.perf_counter()
         try:
-            prepared = self._prepare(body, chat)
+            prepared = engine_request(self.routes, body, chat)
         except GatewayError as exc:
             return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
         route = prepared.route
@@ -260,7 +236,7 @@ class Gateway:
             stream = bool(prepared.body.get("stream"))
             send = self._stream if stream else self._forward
 
-            async def send_one(prepared: _Prepared) -> Response:
+            async def send_one(prepared: EngineRequest) -> Response:
                 if route.pool is not None:
                     return await route.pool.send(send, request, prepared)
                 return await send(request, prepared)
@@ -296,7 +272,7 @@ class Gateway:
         """POST `body` as it is to `path` on the route's engine; the engine's answer, with
         errors made OpenAI-shaped (the /v1/embeddings endpoint)."""
         payload = json.dumps(body, ensure_ascii=False).encode()
-        prepared = _Prepared(route, path, body, route.server_mode, {}, False, payload=payload)
+        prepared = EngineRequest(route, path, body, route.server_mode, {}, False, payload=payload)
         try:
             if not route.up:
                 raise GatewayError(
@@ -308,78 +284,7 @@ class Gateway:
         except GatewayError as exc:
             return error_response(exc.status, exc.message, exc.param, exc.code)
 
-    def _prepare(self, body: dict, chat: bool) -> _Prepared:
-        model = body.get("model")
-        if not isinstance(model, str):
-            raise GatewayError(400, "'model' must be a string naming a served model", "model")
-        name, alias_mode = split_alias(model)
-        route = self.routes.get(name) or self.routes.get(model)
-        if route is None:
-            served = ", ".join(sorted(self.routes))
-            raise GatewayError(
-                404,
-                f"model {model!r} is not served here (served: {served})",
-                "model",
-                "model_not_found",
-            )
-        if route.name == model:
-            alias_mode = None
-        validate_request(body, chat)
-        check_engine_takes(body, route.name, route.engine)
-        legacy = legacy_shape(body, route.engine) if not chat else None
-        if legacy is not None and legacy.echo is not None:
-            body = {key: value for key, value in body.items() if key != "echo"}  # echoed here
-        plan = read_tool_plan(body) if chat else None
-        mode = resolve_mode(body, alias_mode, route.server_mode)
-        body, sent = apply_defaults(body, mode)
-        body["model"] = route.name
-        for key, value in route.extra_sampling.items():
-            body.setdefault(key, value)
-        body.update(route.extra_body)
-        headers = {"x-tuneserve-mode": mode, "x-tuneserve-sampling": sent.header()}
-        prepared = _Prepared(
-            route, "/v1/chat/completions" if chat else "/v1/completions", body, mode, headers, chat
-        )
-        prepared.legacy = legacy
-        if chat and route.knows_thinking:
-            kwargs = dict(body.get("chat_template_kwargs") or {})
-            kwargs.setdefault("enable_thinking", mode == "thinking")
-            body["chat_template_kwargs"] = kwargs
-            # the template closes an empty think block: nothing generated is reasoning
-            prepared.thinking_closed = kwargs["enable_thinking"] is False
-        render_tools = False
-        if chat and route.engine is not None:
-            body, render_tools = shape_for_engine(body, plan, route.engine)
-            prepared.body = body
-            prepared.parse_tools = render_tools and plan is not None and plan.choice != "none"
-        if chat and (route.renders_chat or render_tools):
-            try:
-                prompt = route.engine.render(body)  # type: ignore[union-attr]
-            except Exception as exc:  # a template error is the request's fault
-                raise GatewayError(
-                    400, f"the chat template rejected the messages: {exc}", "messages"
-                ) from None
-            prepared.body = chat_to_completion(body, prompt)
-            prepared.path, prepared.rendered = "/v1/completions", True
-            prepared.in_reasoning = prompt.rstrip().endswith("<think>")
-            prepared.thinking_closed = prompt.rstrip().endswith("</think>")
-            thinking = "open" if prepared.in_reasoning else "optional"
-            if prepared.thinking_closed or not route.knows_thinking:
-                thinking = "no"
-            grammar = completion_grammar(plan, body, thinking)
-            if grammar is not None:
-                prepared.body["grammar"] = grammar
-        try:
-            # Strict UTF-8 out as well as in: a lone surrogate sent escaped ("\ud800") decodes
-            # to a str that is not Unicode text, and engines choke on it in their tokenizer.
-            prepared.payload = json.dumps(prepared.body, ensure_ascii=False).encode()
-        except UnicodeEncodeError:
-            raise GatewayError(
-                400, "request holds a lone UTF-16 surrogate (\\ud800-\\udfff), not text"
-            ) from None
-        return prepared
-
-    async def _send_upstream(self, prepared: _Prepared) -> UpstreamResponse:
+    async def _send_upstream(self, prepared: EngineRequest) -> UpstreamResponse:
         headers = {}
         key = prepared.upstream_key if prepared.upstream else prepared.route.upstream_key
         if key:
@@ -396,14 +301,14 @@ class Gateway:
         except UpstreamError as exc:
             raise engine_error(prepared.route.name, exc) from None
 
-    async def _fetch(self, prepared: _Prepared) -> tuple[int, bytes]:
+    async def _fetch(self, prepared: EngineRequest) -> tuple[int, bytes]:
         upstream = await self._send_upstream(prepared)
         try:
             return upstream.status_code, await upstream.read()
         except UpstreamError as exc:
             raise engine_error(prepared.route.name, exc) from None
 
-    async def _forward(self, request: Request, prepared: _Prepared) -> Response:
+    async def _forward(self, request: Request, prepared: EngineRequest) -> Response:
         call = asyncio.ensure_future(self._fetch(prepared))
         watch = asyncio.ensure_future(wait_disconnect(request.receive))
         try:
@@ -430,7 +335,7 @@ class Gateway:
             data = parse_response(data)
         return JSONResponse(data, headers=prepared.headers)
 
-    async def _stream(self, request: Request, prepared: _Prepared) -> Response:
+    async def _stream(self, request: Request, prepared: EngineRequest) -> Response:
         upstream = await self._send_upstream(prepared)
         if upstream.status_code != 200:
             try:

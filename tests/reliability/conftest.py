@@ -25,7 +25,8 @@ def fake_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[processes.
 @pytest.fixture(scope="session")
 def fake_gateway(fake_engine: processes.Child, tmp_path_factory: pytest.TempPathFactory):
     """The real gateway, in this process, serving the fake engine as `fake` behind API_KEY."""
-    from serve.launcher import ModelSource, serve_models
+    from serve.launcher import serve_models
+    from serve.model_source import ModelSource
 
     source = ModelSource(name="fake", url=fake_engine.url, engine="vllm")
     with serve_models([source], api_key=API_KEY, log_dir=tmp_path_factory.mktemp("logs")) as s:

@@ -10,7 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from serve.launcher import ModelSource, run_forever
+from serve.launcher import run_forever
+from serve.model_source import ModelSource
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ import httpx
 import openai
 import pytest
 
-from serve.launcher import ModelSource, serve_models
+from serve.launcher import serve_models
+from serve.model_source import ModelSource
 from serve.protocol import MAX_BODY_BYTES
 
 

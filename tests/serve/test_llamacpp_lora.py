@@ -12,7 +12,8 @@ import pytest
 
 from serve.engines.base import EngineError
 from serve.engines.llamacpp import LlamaCppEngine, native_llama_server
-from serve.launcher import ModelSource, serve_models
+from serve.launcher import serve_models
+from serve.model_source import ModelSource
 from tests.conftest import DEMO_RECIPE
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from serve.launcher import ModelSource, serve_models
+from serve.launcher import serve_models
+from serve.model_source import ModelSource
 
 KEY = "status-key"
 SOURCE = ModelSource(name="secret-project-model", url="http://127.0.0.1:9")

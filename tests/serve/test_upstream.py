@@ -263,7 +263,8 @@ def test_the_gateway_answers_504_when_its_engine_is_wedged(tmp_path):
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    from serve.launcher import ModelSource, serve_models
+    from serve.launcher import serve_models
+    from serve.model_source import ModelSource
     from tests.serve.conftest import _run_in_thread
 
     async def wedged(request):  # noqa: ANN001, ANN202

@@ -14,7 +14,8 @@ from pathlib import Path
 import openai
 import pytest
 
-from serve.launcher import ModelSource, serve_models
+from serve.launcher import serve_models
+from serve.model_source import ModelSource
 from tests.serve.conftest import _run_in_thread
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from evals.api import run_eval
 from evals.selection import candidates, choose, render_chart
-from serve.launcher import ModelSource, serve_models
+from serve.launcher import serve_models
+from serve.model_source import ModelSource
 from toolkit.base_models.builtin import resolve_model, trained_base
 from toolkit.core.artifacts import (
     atomic_dir,
