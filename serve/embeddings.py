@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from serve.model_route import ModelRoute
-from serve.protocol import GatewayError
+from serve.protocol import GatewayError, not_served
 
 
 def _valid_input(value: object) -> bool:
@@ -37,13 +37,7 @@ def embeddings_route(routes: Mapping[str, ModelRoute], body: dict) -> ModelRoute
     model = body.get("model")
     route = routes.get(model) if isinstance(model, str) else None
     if route is None:
-        served = ", ".join(sorted(routes))
-        raise GatewayError(
-            404,
-            f"model {model!r} is not served here (served: {served})",
-            "model",
-            "model_not_found",
-        )
+        raise not_served(model, routes)
     if route.engine is None or not route.engine.embeddings:
         raise GatewayError(
             404,

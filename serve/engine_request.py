@@ -10,7 +10,13 @@ from dataclasses import dataclass
 from serve.engines.llamacpp import chat_to_completion
 from serve.legacy_completions import LegacyShape
 from serve.model_route import ModelRoute
-from serve.protocol import GatewayError, check_engine_takes, legacy_shape, validate_request
+from serve.protocol import (
+    GatewayError,
+    check_engine_takes,
+    legacy_shape,
+    not_served,
+    validate_request,
+)
 from serve.tools import completion_grammar, read_tool_plan, shape_for_engine
 from toolkit.core.modes import Mode, apply_defaults, resolve_mode, split_alias
 
@@ -44,13 +50,7 @@ def engine_request(routes: dict[str, ModelRoute], body: dict, chat: bool) -> Eng
     name, alias_mode = split_alias(model)
     route = routes.get(name) or routes.get(model)
     if route is None:
-        served = ", ".join(sorted(routes))
-        raise GatewayError(
-            404,
-            f"model {model!r} is not served here (served: {served})",
-            "model",
-            "model_not_found",
-        )
+        raise not_served(model, routes)
     if route.name == model:
         alias_mode = None
     validate_request(body, chat)

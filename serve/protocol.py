@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse
@@ -59,6 +59,14 @@ def engine_error(name: str, exc: UpstreamError) -> GatewayError:
         503,
         f"the engine for {name!r} is unreachable ({type(cause).__name__}); it is being restarted",
         unsent=not exc.sent,
+    )
+
+
+def not_served(model: object, served: Iterable[str]) -> GatewayError:
+    """404 for a `model` no route answers to, listing those that do."""
+    names = ", ".join(sorted(served))
+    return GatewayError(
+        404, f"model {model!r} is not served here (served: {names})", "model", "model_not_found"
     )
 
 
