@@ -290,13 +290,12 @@ class Gateway:
         if key:
             headers["authorization"] = f"Bearer {key}"
         try:
-            engine = prepared.route.engine
             return await self.upstreams.request(
                 prepared.upstream or prepared.route.upstream,
                 prepared.path,
                 prepared.payload,
                 headers,
-                reuse=engine is None or engine.reuses_connections,
+                reuse=prepared.route.reuses_connections,
             )
         except UpstreamError as exc:
             raise engine_error(prepared.route.name, exc) from None

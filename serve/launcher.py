@@ -211,13 +211,15 @@ def _routes(
     for source in sources:
         if source.url is not None:
             thinking = bool(source.knows_thinking)
+            llama = source.engine == "llamacpp"
             routes.append(
                 ModelRoute(
                     source.name,
                     source.url.rstrip("/").removesuffix("/v1"),
                     mode or ("thinking" if thinking else "chat"),
                     knows_thinking=thinking,
-                    extra_sampling={"repeat_penalty": 1.0} if source.engine == "llamacpp" else {},
+                    extra_sampling={"repeat_penalty": 1.0} if llama else {},
+                    external_reuses_connections=not llama,
                 )
             )
             continue

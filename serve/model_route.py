@@ -29,12 +29,21 @@ class ModelRoute:
     # fields this name always sends, e.g. llama.cpp's per-request `lora` picking its adapter
     extra_body: dict[str, Any] = field(default_factory=dict)
     identity: Identity | None = None  # what files it serves, shown in /v1/models
+    # For an engine started elsewhere (`engine` None): whether a kept-alive connection to it may
+    # carry the next request; not to a llama-server (see LlamaCppEngine.reuses_connections).
+    external_reuses_connections: bool = True
 
     @property
     def up(self) -> bool:
         if self.pool is not None:
             return self.pool.up
         return self.supervisor.ready if self.supervisor is not None else True
+
+    @property
+    def reuses_connections(self) -> bool:
+        if self.engine is not None:
+            return self.engine.reuses_connections
+        return self.external_reuses_connections
 
     @property
     def renders_chat(self) -> bool:

@@ -288,3 +288,34 @@ def test_the_gateway_answers_504_when_its_engine_is_wedged(tmp_path):
     assert caught.value.status_code == 504
     error = caught.value.body
     assert error["code"] == "engine_timeout" and "--engine-timeout" in error["message"]
+
+
+@pytest.mark.slow  # a real llama-server started, then 16 streamed completions: ~10 s
+def test_a_llama_server_started_elsewhere_answers_every_request(tmp_path, base_gguf):
+    """llama-server breaks off kept-alive connections (seen: one streamed request after another
+    on one connection, every few requests), so the gateway opens a fresh connection per request
+    to a llama.cpp engine named by URL, as it does to one it started (before: 503 `unreachable`
+    in benchmarks/gateway_overhead.py)."""
+    import httpx
+
+    from serve.engines import LlamaCppEngine
+    from serve.launcher import serve_models
+    from serve.model_source import ModelSource
+    from serve.supervisor import Supervisor
+
+    engine = LlamaCppEngine("smol", base_gguf, api_key=None)  # not ours: no engine key
+    supervisor = Supervisor(engine, tmp_path / "engine.log", restart=False)
+    supervisor.start()
+    body = {"model": "smol", "prompt": "Once upon a time", "max_tokens": 16, "stream": True}
+    source = ModelSource(name="smol", url=engine.base_url, engine="llamacpp")
+    answers = []
+    try:
+        with serve_models([source], log_dir=tmp_path) as served, httpx.Client(timeout=60) as client:
+            for _ in range(16):
+                url = f"{served.base_url}/completions"
+                with client.stream("POST", url, json=body) as response:
+                    lines = list(response.iter_lines())
+                answers.append(lines[-2] if response.status_code == 200 else lines)
+    finally:
+        supervisor.stop()
+    assert answers == ["data: [DONE]"] * 16
