@@ -150,7 +150,7 @@ def _row(label: str, result: dict) -> str:
     )
 
 
-def _serve_role(role: str, port: int, upstream: str | None) -> None:
+def _serve_role(role: str, port: int, upstream: str | None, engine: str) -> None:
     """Child-process roles, so client, gateway and engine never share a GIL."""
     import signal
     import threading
@@ -162,18 +162,22 @@ def _serve_role(role: str, port: int, upstream: str | None) -> None:
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    source = ModelSource(name="smol", url=upstream, engine="llamacpp")
+    # "llamacpp": a fresh engine connection per request, as for llama-server; "vllm": pooled
+    source = ModelSource(name="smol", url=upstream, engine=engine)
     with serve_models([source], port=port):
         print("ready", flush=True)
         stop.wait()
 
 
-def _child(role: str, upstream: str | None = None) -> tuple[subprocess.Popen, str]:
+def _child(
+    role: str, upstream: str | None = None, engine: str = "llamacpp"
+) -> tuple[subprocess.Popen, str]:
     from serve.engines import free_port
 
     port = free_port()
     argv = [sys.executable, __file__, "--role", role, "--port", str(port)]
-    process = subprocess.Popen([*argv, *(["--upstream", upstream] if upstream else [])])
+    argv += ["--engine", engine, *(["--upstream", upstream] if upstream else [])]
+    process = subprocess.Popen(argv)
     url = f"http://127.0.0.1:{port}"
     probe = "/health" if role == "gateway" else "/"
     while True:
@@ -186,8 +190,16 @@ def _child(role: str, upstream: str | None = None) -> tuple[subprocess.Popen, st
             time.sleep(0.1)
 
 
-def _measure(upstream: str, label: str, body: dict, direct_body: dict, plan, rounds: int) -> list:
-    gateway, gateway_url = _child("gateway", upstream)
+def _measure(
+    upstream: str,
+    label: str,
+    body: dict,
+    direct_body: dict,
+    plan,  # noqa: ANN001
+    rounds: int,
+    engine: str = "llamacpp",
+) -> list:
+    gateway, gateway_url = _child("gateway", upstream, engine)
     rows = []
     try:
         for concurrency, requests in plan:
@@ -440,9 +452,10 @@ def main() -> None:
     parser.add_argument("--role", choices=["fake-engine", "gateway"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    parser.add_argument("--engine", default="llamacpp", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:
-        _serve_role(args.role, args.port, args.upstream)
+        _serve_role(args.role, args.port, args.upstream, args.engine)
         return
     if args.gateway_url:
         if not args.engine_url:
@@ -474,9 +487,17 @@ def main() -> None:
 
     fake, fake_url = _child("fake-engine")
     try:
-        rows = _measure(
-            fake_url, "instant fake engine", body, direct_body, ((1, 300), (32, 1600)), args.rounds
-        )
+        rows = []
+        for engine_kind, connections in (("vllm", "pooled"), ("llamacpp", "one per request")):
+            rows += _measure(
+                fake_url,
+                f"instant fake engine, connections {connections}",
+                body,
+                direct_body,
+                ((1, 300), (32, 1600)),
+                args.rounds,
+                engine_kind,
+            )
     finally:
         fake.terminate()
         fake.wait(10)
