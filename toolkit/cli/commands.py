@@ -278,5 +278,12 @@ def demo_command(serve: bool) -> None:
     Example:
       tuneserve demo
     """
-    demo_recipe = Path(__file__).parent / "demo" / "recipe.yaml"
-    run_and_report(load(demo_recipe, ()), None, False, serve)
+    run_and_report(load(demo_recipe(), ()), None, False, serve)
+
+
+def demo_recipe() -> Path:
+    """The bundled demo recipe, found through the installed package (not this file's folder,
+    which moved once and broke `tuneserve demo`)."""
+    from importlib import resources
+
+    return Path(str(resources.files("toolkit") / "demo" / "recipe.yaml"))
